@@ -1,0 +1,3 @@
+"""`feedpub build` commands (being built)."""
+
+from __future__ import annotations

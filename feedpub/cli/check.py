@@ -1,0 +1,3 @@
+"""`feedpub check` commands (being built)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""`feedpub db` commands (being built)."""
+
+from __future__ import annotations

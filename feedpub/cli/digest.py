@@ -1,0 +1,3 @@
+"""`feedpub digest` commands (being built)."""
+
+from __future__ import annotations

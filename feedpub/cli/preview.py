@@ -1,0 +1,3 @@
+"""`feedpub preview` commands (being built)."""
+
+from __future__ import annotations

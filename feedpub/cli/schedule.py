@@ -1,0 +1,3 @@
+"""`feedpub schedule` commands (being built)."""
+
+from __future__ import annotations

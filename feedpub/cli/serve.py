@@ -1,0 +1,3 @@
+"""`feedpub serve` commands (being built)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""`feedpub status` commands (being built)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""`feedpub subscribers` commands (being built)."""
+
+from __future__ import annotations

@@ -1,0 +1,216 @@
+"""Fixtures every test module shares: sites on disk, databases, a real SMTP server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from textwrap import dedent
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from feedpub.config import Settings, load_settings
+
+BASIC_CONFIG = """\
+[site]
+title = "Test Site"
+url = "https://example.com/"
+description = "A site for tests"
+language = "en"
+timezone = "UTC"
+author = { name = "Ada Author", email = "ada@example.com" }
+permalink = "/{year}/{month}/{day}/{slug}/"
+
+[feed]
+limit = 20
+full_content = true
+
+[mail]
+from = "Test Site <news@example.com>"
+transport = "maildir:outbox"
+rate_limit = 0
+postal_address = "1 Test Street, Testville"
+
+[[newsletter]]
+name = "weekly"
+schedule = "0 9 * * MON"
+"""
+
+
+@dataclass
+class SiteFactory:
+    """Writes a site into a temporary folder: config, posts and any other files."""
+
+    root: Path
+
+    def __call__(
+        self,
+        posts: dict[str, str | bytes] | None = None,
+        config: str = BASIC_CONFIG,
+        files: dict[str, str | bytes] | None = None,
+    ) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "feedpub.toml").write_text(config, encoding="utf-8")
+        (self.root / "content" / "posts").mkdir(parents=True, exist_ok=True)
+        for name, text in (posts or {}).items():
+            self.write(f"content/posts/{name}", text)
+        for name, text in (files or {}).items():
+            self.write(name, text)
+        return self.root
+
+    def write(self, relpath: str, text: str | bytes) -> Path:
+        path = self.root / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(dedent(text).lstrip("\n") if text.startswith("\n") else text,
+                            encoding="utf-8")
+        return path
+
+    def settings(self, env: dict[str, str] | None = None) -> Settings:
+        return load_settings(self.root, env=env or {"FEEDPUB_SECRET": "test-secret"})
+
+
+@pytest.fixture
+def make_site(tmp_path: Path) -> SiteFactory:
+    return SiteFactory(tmp_path / "site")
+
+
+POSTGRES_URL = os.environ.get("FEEDPUB_TEST_DATABASE_URL")
+
+
+def _postgres_schema_url(base: str) -> Iterator[str]:
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base)
+    with admin.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: an SQLite file, and, where FEEDPUB_TEST_DATABASE_URL
+    is set, a schema of its own in PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'feedpub.db'}"
+        return
+    if not POSTGRES_URL:
+        pytest.skip("FEEDPUB_TEST_DATABASE_URL is not set")
+    yield from _postgres_schema_url(POSTGRES_URL)
+
+
+@dataclass
+class ReceivedMessage:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = message_from_bytes(self.data, policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+
+@dataclass
+class SmtpRecorder:
+    """An aiosmtpd handler that records what it accepts and can be told to refuse.
+
+    ``reply_for`` maps a recipient address to an SMTP reply (``"550 5.1.1 no such
+    user"``) given at RCPT time; ``data_reply`` answers every DATA when set.
+    """
+
+    messages: list[ReceivedMessage] = field(default_factory=list)
+    reply_for: dict[str, str] = field(default_factory=dict)
+    data_reply: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        reply = self.reply_for.get(address.lower())
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
+        if self.data_reply:
+            return self.data_reply
+        content = envelope.original_content or b""
+        with self.lock:
+            self.messages.append(
+                ReceivedMessage(str(envelope.mail_from), list(envelope.rcpt_tos), content)
+            )
+        return "250 Message accepted"
+
+    def count_by_recipient(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        with self.lock:
+            for received in self.messages:
+                for rcpt in received.rcpt_tos:
+                    counts[rcpt.lower()] = counts.get(rcpt.lower(), 0) + 1
+        return counts
+
+
+@dataclass
+class SmtpServer:
+    host: str
+    port: int
+    recorder: SmtpRecorder
+    controller: Controller
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}?tls=none"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A real SMTP server on 127.0.0.1 (aiosmtpd) that records every message."""
+    recorder = SmtpRecorder()
+    port = free_port()
+    controller = Controller(recorder, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield SmtpServer("127.0.0.1", port, recorder, controller)
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    """Keeps the caller's FEEDPUB_* variables out of CLI tests."""
+    for key in list(os.environ):
+        if key.startswith("FEEDPUB_") and key != "FEEDPUB_TEST_DATABASE_URL":
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("FEEDPUB_SECRET", "test-secret")
+    return monkeypatch.setenv
