@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import unicodedata
+from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
+from urllib.parse import quote, urljoin
 
-from feedpub.config import Author
+from feedpub import markup
+from feedpub.config import Author, SiteConfig
+from feedpub.content import Post
 
 
 @dataclass(frozen=True)
@@ -31,3 +37,99 @@ class Entry:
     lang: str
     source: str
     """The post's path relative to the site folder."""
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, Author):
+                value = [value.name, value.email]
+            elif isinstance(value, tuple):
+                value = list(value)
+            data[item.name] = value
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Entry:
+        return cls(
+            id=data["id"],
+            slug=data["slug"],
+            title=data["title"],
+            url=data["url"],
+            published=datetime.fromisoformat(data["published"]),
+            updated=datetime.fromisoformat(data["updated"]),
+            author=Author(*data["author"]),
+            categories=tuple(data["categories"]),
+            tags=tuple(data["tags"]),
+            content_html=data["content_html"],
+            summary_html=data["summary_html"],
+            summary_text=data["summary_text"],
+            image=data["image"],
+            lang=data["lang"],
+            source=data["source"],
+        )
+
+
+def category_slug(name: str) -> str:
+    """``Machine Learning`` -> ``machine-learning``; letters of any script are kept."""
+    folded = unicodedata.normalize("NFC", name).casefold()
+    words = "".join(ch if ch.isalnum() else " " for ch in folded).split()
+    return "-".join(words) or "uncategorized"
+
+
+def permalink(post: Post, site: SiteConfig) -> str:
+    """The post's absolute URL: ``site.permalink`` filled in, in the site's time zone."""
+    local = post.date.astimezone(site.tz)
+    category = category_slug(post.categories[0]) if post.categories else ""
+    path = site.permalink.format(
+        year=f"{local.year:04d}",
+        month=f"{local.month:02d}",
+        day=f"{local.day:02d}",
+        slug=quote(post.slug, safe=""),
+        category=quote(category, safe=""),
+    )
+    while "//" in path:
+        path = path.replace("//", "/")
+    return urljoin(site.url, path.lstrip("/"))
+
+
+def entry_id(post: Post, site: SiteConfig) -> str:
+    """The ``id`` key, else a tag: URI (RFC 4151) that no edit of title or body can change."""
+    if post.id:
+        return post.id
+    day = post.date.astimezone(site.tz).date().isoformat()
+    return f"tag:{site.host},{day}:{quote(post.slug, safe='')}"
+
+
+def make_entry(post: Post, site: SiteConfig) -> Entry:
+    url = permalink(post, site)
+    ident = entry_id(post, site)
+    id_prefix = "p" + hashlib.sha1(ident.encode("utf-8")).hexdigest()[:8] + "-"
+    content_html = markup.render_markdown(post.body, base_url=url, id_prefix=id_prefix)
+    summary_source = post.summary or markup.split_excerpt(post.body, site.excerpt_separator)
+    if summary_source and summary_source.strip():
+        summary_html = markup.render_markdown(
+            summary_source, base_url=url, id_prefix=id_prefix + "s-"
+        )
+    else:
+        summary_html = markup.summarize_html(content_html, length=site.summary_length)
+    title = " ".join(markup.strip_invalid_xml(post.title).split())
+    return Entry(
+        id=ident,
+        slug=post.slug,
+        title=title,
+        url=url,
+        published=post.date,
+        updated=post.updated if post.updated and post.updated > post.date else post.date,
+        author=Author(post.author) if post.author else site.author,
+        categories=post.categories,
+        tags=post.tags,
+        content_html=content_html,
+        summary_html=summary_html,
+        summary_text=markup.html_to_text(summary_html),
+        image=urljoin(url, post.image) if post.image else None,
+        lang=post.lang or site.language,
+        source=post.relpath,
+    )

@@ -180,10 +180,24 @@ class SmtpServer:
     port: int
     recorder: SmtpRecorder
     controller: Controller
+    running: bool = True
 
     @property
     def url(self) -> str:
         return f"smtp://{self.host}:{self.port}?tls=none"
+
+    def stop(self) -> None:
+        """The server goes down: connections are refused until :meth:`restart`."""
+        self.controller.stop()
+        self.running = False
+
+    def restart(self) -> None:
+        # A stopped Controller cannot start again: its event loop is closed.
+        if self.running:
+            self.stop()
+        self.controller = Controller(self.recorder, hostname=self.host, port=self.port)
+        self.controller.start()
+        self.running = True
 
 
 def free_port() -> int:
@@ -200,10 +214,12 @@ def smtp_server() -> Iterator[SmtpServer]:
     port = free_port()
     controller = Controller(recorder, hostname="127.0.0.1", port=port)
     controller.start()
+    server = SmtpServer("127.0.0.1", port, recorder, controller)
     try:
-        yield SmtpServer("127.0.0.1", port, recorder, controller)
+        yield server
     finally:
-        controller.stop()
+        if server.running:
+            server.controller.stop()
 
 
 @pytest.fixture

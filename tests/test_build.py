@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import feedparser
+import pytest
+
+from feedpub.build import build, collect_entries, scan
+from tests.conftest import BASIC_CONFIG, SiteFactory
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def post(title: str, date: str, body: str = "Body text.", extra: str = "") -> str:
+    return f"---\ntitle: {title}\ndate: {date}\n{extra}---\n\n{body}\n"
+
+
+def outputs(site: Path) -> dict[str, bytes]:
+    public = site / "public"
+    return {
+        p.relative_to(public).as_posix(): p.read_bytes()
+        for p in sorted(public.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture
+def blog(make_site: SiteFactory) -> SiteFactory:
+    make_site(
+        posts={
+            "2025-02-11-taipei.md": post(
+                "台北的早晨 ☕", "2025-02-11 10:00:00 +0800", extra="categories: 筆記 travel\n"
+            ),
+            "2025-03-01-second.md": post("Second", "2025-03-01", extra="categories: [travel]\n"),
+            "2025-04-01-draft.md": post("Draft", "2025-04-01", extra="draft: true\n"),
+            "2030-01-01-future.md": post("Future", "2030-01-01T00:00:00Z"),
+        }
+    )
+    return make_site
+
+
+def test_build_writes_every_feed_that_a_reader_can_parse(blog: SiteFactory) -> None:
+    report = build(blog.settings(), NOW, jobs=1)
+    assert report.errors == []
+    assert (report.posts, report.published) == (4, 2)
+    files = outputs(blog.root)
+    for name in ("atom.xml", "rss.xml", "feed.json", "feed.xsl"):
+        assert name in files
+    atom = feedparser.parse(files["atom.xml"])
+    assert atom.bozo == 0
+    assert [e.title for e in atom.entries] == ["Second", "台北的早晨 ☕"]
+    taipei = atom.entries[1]
+    assert taipei.link == "https://example.com/2025/02/11/taipei/"
+    assert taipei.published_parsed[:5] == (2025, 2, 11, 2, 0)
+    assert "categories/travel/atom.xml" in files
+    travel = feedparser.parse(files["categories/travel/atom.xml"])
+    assert {e.title for e in travel.entries} == {"Second", "台北的早晨 ☕"}
+
+
+def test_future_posts_appear_once_their_time_has_come(blog: SiteFactory) -> None:
+    build(blog.settings(), datetime(2030, 1, 2, tzinfo=UTC), jobs=1)
+    titles = [e.title for e in feedparser.parse(outputs(blog.root)["atom.xml"]).entries]
+    assert titles == ["Future", "Second", "台北的早晨 ☕"]
+
+
+def test_rebuilding_unchanged_input_renders_nothing_and_writes_identical_bytes(
+    blog: SiteFactory,
+) -> None:
+    first = build(blog.settings(), NOW, jobs=1)
+    before = outputs(blog.root)
+    second = build(blog.settings(), NOW, jobs=1)
+    assert first.rendered == 4
+    assert second.rendered == 0
+    assert outputs(blog.root) == before
+
+
+def test_one_changed_post_is_the_only_one_rendered_again(blog: SiteFactory) -> None:
+    build(blog.settings(), NOW, jobs=1)
+    blog.write("content/posts/2025-03-01-second.md", post("Second, edited", "2025-03-01"))
+    report = build(blog.settings(), NOW, jobs=1)
+    assert report.rendered == 1
+    assert feedparser.parse(outputs(blog.root)["atom.xml"]).entries[0].title == "Second, edited"
+
+
+def test_touching_a_file_without_changing_it_does_not_render_it(blog: SiteFactory) -> None:
+    build(blog.settings(), NOW, jobs=1)
+    path = blog.root / "content/posts/2025-03-01-second.md"
+    path.write_bytes(path.read_bytes())
+    assert build(blog.settings(), NOW, jobs=1).rendered == 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda site: site.write("feedpub.toml", BASIC_CONFIG.replace(
+            'url = "https://example.com/"', 'url = "https://example.org/"')),
+        lambda site: site.write("templates/email/digest.html", "{{ entries }}"),
+    ],
+    ids=["config", "template"],
+)
+def test_a_change_to_config_or_templates_renders_everything_again(
+    blog: SiteFactory, change: object
+) -> None:
+    build(blog.settings(), NOW, jobs=1)
+    assert callable(change)
+    change(blog)
+    assert build(blog.settings(), NOW, jobs=1).rendered == 4
+
+
+def test_a_config_change_reaches_the_entries(blog: SiteFactory) -> None:
+    build(blog.settings(), NOW, jobs=1)
+    blog.write("feedpub.toml", BASIC_CONFIG.replace(
+        'url = "https://example.com/"', 'url = "https://example.org/"'))
+    entries = collect_entries(blog.settings(), NOW, jobs=1).entries
+    assert {urlsplit(e.url).hostname for e in entries} == {"example.org"}
+
+
+def test_a_broken_post_is_reported_and_the_rest_still_builds(blog: SiteFactory) -> None:
+    broken = "---\ntitle: [unclosed\ndate: 2025-05-01\n---\nx\n"
+    blog.write("content/posts/2025-05-01-broken.md", broken)
+    report = build(blog.settings(), NOW, jobs=1)
+    assert [Path(str(e.path)).name for e in report.errors] == ["2025-05-01-broken.md"]
+    assert report.published == 2
+    assert "atom.xml" in outputs(blog.root)
+
+
+def test_two_posts_with_one_slug_the_second_is_an_error(make_site: SiteFactory) -> None:
+    make_site(posts={
+        "a.md": post("A", "2025-01-01", extra="slug: same\n"),
+        "b.md": post("B", "2025-01-01", extra="slug: same\n"),
+    })
+    catalog = scan(make_site.settings(), NOW, jobs=1)
+    assert [ref.source for ref in catalog.published] == ["content/posts/a.md"]
+    assert len(catalog.errors) == 1
+    assert catalog.errors[0].path == Path("content/posts/b.md")
+    assert "content/posts/a.md" in str(catalog.errors[0])
+
+
+def test_ids_survive_edits_to_title_body_and_update_date(make_site: SiteFactory) -> None:
+    make_site(posts={"2025-01-02-stable.md": post("Original", "2025-01-02T10:00:00+01:00")})
+    before = collect_entries(make_site.settings(), NOW, jobs=1).entries[0]
+    make_site.write(
+        "content/posts/2025-01-02-stable.md",
+        post("Renamed", "2025-01-02T10:00:00+01:00", "New body.", extra="updated: 2025-06-01\n"),
+    )
+    after = collect_entries(make_site.settings(), NOW, jobs=1).entries[0]
+    assert after.title == "Renamed"
+    assert after.updated > before.updated
+    assert after.id == before.id == "tag:example.com,2025-01-02:stable"
+
+
+def test_permalinks_are_valid_urls_for_spaces_and_non_ascii_names(
+    make_site: SiteFactory,
+) -> None:
+    make_site(posts={
+        "2025-01-03-hello world.md": post("Spaces", "2025-01-03"),
+        "2025-01-04-日本語.md": post("Japanese", "2025-01-04"),
+    })
+    urls = sorted(e.url for e in collect_entries(make_site.settings(), NOW, jobs=1).entries)
+    for url in urls:
+        assert " " not in url and url.isascii(), url
+    assert "https://example.com/2025/01/04/%E6%97%A5%E6%9C%AC%E8%AA%9E/" in urls
+
+
+def test_rendering_on_several_processes_gives_the_same_feeds(make_site: SiteFactory) -> None:
+    posts = {
+        f"2025-01-{n % 28 + 1:02d}-post-{n}.md": post(
+            f"Post {n} 🎈",
+            f"2025-01-{n % 28 + 1:02d}T{n % 24:02d}:00:00Z",
+            f"Text of post {n} with `code` and [a link](../x/).",
+            extra=f"categories: [c{n % 3}]\n",
+        )
+        for n in range(80)
+    }
+    make_site(posts=posts)
+    settings = make_site.settings()
+    parallel = build(settings, NOW, jobs=2)
+    files = outputs(make_site.root)
+    (make_site.root / ".feedpub-cache" / "entries.sqlite").unlink()
+    serial = build(settings, NOW, jobs=1)
+    assert parallel.rendered == serial.rendered == 80
+    assert outputs(make_site.root) == files
+
+
+def test_a_deleted_post_leaves_the_feeds(blog: SiteFactory) -> None:
+    build(blog.settings(), NOW, jobs=1)
+    (blog.root / "content/posts/2025-03-01-second.md").unlink()
+    build(blog.settings(), NOW, jobs=1)
+    atom = feedparser.parse(outputs(blog.root)["atom.xml"])
+    assert [e.title for e in atom.entries] == ["台北的早晨 ☕"]
+
+
+def test_a_corrupt_cache_is_rebuilt_not_trusted(blog: SiteFactory) -> None:
+    build(blog.settings(), NOW, jobs=1)
+    (blog.root / ".feedpub-cache" / "entries.sqlite").write_bytes(b"not a database" * 100)
+    for suffix in ("-wal", "-shm"):
+        (blog.root / ".feedpub-cache" / f"entries.sqlite{suffix}").unlink(missing_ok=True)
+    assert build(blog.settings(), NOW, jobs=1).rendered == 4
