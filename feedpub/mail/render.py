@@ -1,0 +1,508 @@
+"""Entries -> one rendered edition (HTML with inlined CSS, plain text, web page), once.
+
+Rendering runs jinja2, then premailer, then html2text once per edition. What
+differs between recipients (their address and links) is left in the result as
+placeholders that :func:`personalize` fills in with one regex pass.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import types
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+from urllib.parse import quote
+
+import html2text
+import jinja2
+import lxml.html
+from babel.lists import format_list
+from lxml import etree
+from markupsafe import Markup
+from premailer import Premailer
+
+from feedpub.config import NewsletterConfig, Settings
+from feedpub.entries import Entry
+from feedpub.errors import ConfigError
+from feedpub.mail.i18n import Language, site_language, text_direction
+
+Kind = Literal["digest", "post"]
+BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "email"
+
+PLACEHOLDERS: Mapping[str, str] = types.MappingProxyType({
+    "email": "%%FEEDPUB_EMAIL%%",
+    "unsubscribe_url": "%%FEEDPUB_UNSUBSCRIBE_URL%%",
+    "preferences_url": "%%FEEDPUB_PREFERENCES_URL%%",
+    "confirm_url": "%%FEEDPUB_CONFIRM_URL%%",
+})
+"""Template variable -> the token left in the rendered strings until :func:`personalize`.
+
+Only ``%``, capitals and ``_``: nothing that jinja2, lxml, premailer or
+html2text escapes, and nothing Markdown produces by accident."""
+PLACEHOLDER_PATTERN = re.compile(r"%%FEEDPUB_[A-Z_]+%%")
+SIGNATURE_SEPARATOR = "-- "
+PERSONAL_VALUE_ALLOWANCE = 256
+"""Bytes reserved for each placeholder when checking the HTML size limit."""
+
+
+@dataclass(frozen=True)
+class Recipient:
+    email: str
+    name: str = ""
+    unsubscribe_url: str = ""
+    preferences_url: str = ""
+    confirm_url: str = ""
+
+
+@dataclass(frozen=True)
+class RenderedEdition:
+    """One edition, rendered once; per-recipient values are still placeholders."""
+
+    kind: Literal["digest", "post", "confirm"]
+    newsletter: str
+    """The newsletter's name; for a confirmation, the names joined with ``,``."""
+    edition_id: str
+    subject: str
+    """One line, not yet RFC 2047 encoded."""
+    html: str
+    """Inlined CSS, with placeholders."""
+    text: str
+    """Plain text, with placeholders."""
+    web_html: str
+    """The "view in browser" page: everything, no placeholders, never cut to fit."""
+    web_path: str | None
+    """Where ``web_html`` belongs under ``public/`` (``editions/<newsletter>/<id>.html``)."""
+    web_url: str | None
+    entry_ids: tuple[str, ...]
+    summarized_ids: tuple[str, ...]
+    """Entries cut to their summary so that the HTML stays under ``mail.max_html_bytes``."""
+    html_bytes: int
+    """The HTML's size once personalised (placeholders counted at their allowance)."""
+    over_limit: bool
+    """Still larger than ``mail.max_html_bytes`` with every entry cut to its summary."""
+    language: str
+
+
+@dataclass(frozen=True)
+class EntryView:
+    """An entry as the templates show it."""
+
+    entry: Entry
+    body_html: Markup
+    full: bool
+    lang: str
+    dir: str
+    date_text: str
+
+
+class MailContent(Protocol):
+    """What a message is made of: a :class:`RenderedEdition`, or an edition read back
+    from the store."""
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def html(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+def personalize(rendered: MailContent, recipient: Recipient) -> tuple[str, str]:
+    """The edition's (html, text) for one recipient: every placeholder replaced."""
+    return personalize_parts(rendered.html, rendered.text, recipient)
+
+
+def personal_values(recipient: Recipient) -> tuple[dict[str, str], dict[str, str]]:
+    """Placeholder -> value, as (plain text, HTML-escaped)."""
+    raw = {
+        PLACEHOLDERS["email"]: recipient.email,
+        PLACEHOLDERS["unsubscribe_url"]: recipient.unsubscribe_url,
+        PLACEHOLDERS["preferences_url"]: recipient.preferences_url,
+        PLACEHOLDERS["confirm_url"]: recipient.confirm_url,
+    }
+    return raw, {token: html.escape(value, quote=True) for token, value in raw.items()}
+
+
+def personalize_parts(html_part: str, text_part: str, recipient: Recipient) -> tuple[str, str]:
+    raw, escaped = personal_values(recipient)
+    return (
+        PLACEHOLDER_PATTERN.sub(lambda m: escaped.get(m.group(0), m.group(0)), html_part),
+        PLACEHOLDER_PATTERN.sub(lambda m: raw.get(m.group(0), m.group(0)), text_part),
+    )
+
+
+def render_edition(
+    entries: Sequence[Entry],
+    *,
+    settings: Settings,
+    newsletter: NewsletterConfig,
+    kind: Kind,
+    edition_id: str,
+    date: datetime,
+) -> RenderedEdition:
+    """Render a digest (several entries) or a post email (one entry) once.
+
+    Entries keep the given order; a repeated id is shown once. When the HTML
+    would be larger than ``settings.mail.max_html_bytes`` (Gmail clips at about
+    102 KB), entries are cut to their summary, oldest first, until it fits; the
+    web page keeps them whole.
+    """
+    entries = _unique(entries)
+    if not entries:
+        raise ValueError("an edition needs at least one entry")
+    if kind == "post" and len(entries) != 1:
+        raise ValueError(f"a post email shows one entry, not {len(entries)}")
+    language = _language(settings)
+    env = template_environment(settings, language)
+    full_content = kind == "post" or newsletter.full_content
+    bodies = {e.id: (_email_ready(e.content_html), _email_ready(e.summary_html)) for e in entries}
+    web_path = f"editions/{quote(newsletter.name)}/{quote(edition_id, safe='')}.html"
+    web_url = settings.site.url + web_path
+    date_text = language.date(date)
+    base_context: dict[str, Any] = {
+        "site": settings.site,
+        "newsletter": newsletter,
+        "list_name": newsletter.title,
+        "kind": kind,
+        "edition_id": edition_id,
+        "date_text": date_text,
+        "lang": language.tag,
+        "dir": language.direction,
+        "postal_lines": _postal_lines(settings.mail.postal_address),
+        "subscribe_url": settings.web.url + "subscribe",
+    }
+    base_context["subject"] = render_subject(
+        entries, settings=settings, newsletter=newsletter, language=language
+    )
+
+    def items(summarized: frozenset[str]) -> list[EntryView]:
+        views = []
+        for entry in entries:
+            full = full_content and entry.id not in summarized
+            content, summary = bodies[entry.id]
+            views.append(EntryView(
+                entry=entry,
+                body_html=content if full else summary,
+                full=full,
+                lang=entry.lang or language.tag,
+                dir=text_direction(entry.lang or language.tag),
+                date_text=language.date(entry.published, "medium"),
+            ))
+        return views
+
+    def render_email(summarized: frozenset[str]) -> tuple[str, str]:
+        views = items(summarized)
+        context = {
+            **base_context,
+            "items": views,
+            "web": False,
+            "preheader": _preheader(views, kind),
+            "view_in_browser_url": web_url,
+            "recipient_email": PLACEHOLDERS["email"],
+            **{name: token for name, token in PLACEHOLDERS.items() if name != "email"},
+        }
+        source = _render(env, f"{kind}.html", context)
+        return source, inline_css(source)
+
+    summarized: frozenset[str] = frozenset()
+    source, email_html = render_email(summarized)
+    size = personalised_size(email_html)
+    limit = settings.mail.max_html_bytes
+    candidates = [e for e in sorted(entries, key=lambda e: e.published) if full_content]
+    while size > limit and candidates:
+        inflation = len(email_html) / max(len(source), 1)
+        excess = size - limit
+        saved = 0.0
+        chosen = set(summarized)
+        while candidates and saved < excess:
+            entry = candidates.pop(0)
+            content, summary = bodies[entry.id]
+            gain = (len(content.encode()) - len(summary.encode())) * inflation
+            if gain > 0:
+                chosen.add(entry.id)
+                saved += gain
+        if chosen == summarized:
+            break
+        summarized = frozenset(chosen)
+        source, email_html = render_email(summarized)
+        size = personalised_size(email_html)
+
+    email_views = items(summarized)
+    text = _render(env, f"{kind}.txt", {
+        **base_context,
+        "items": email_views,
+        "web": False,
+        "view_in_browser_url": web_url,
+        "recipient_email": PLACEHOLDERS["email"],
+        **{name: token for name, token in PLACEHOLDERS.items() if name != "email"},
+    })
+    web_views = items(frozenset())
+    web_html = _render(env, f"{kind}.html", {
+        **base_context,
+        "items": web_views,
+        "web": True,
+        "preheader": _preheader(web_views, kind),
+        "view_in_browser_url": None,
+        "recipient_email": "",
+        **{name: "" for name in PLACEHOLDERS if name != "email"},
+    })
+    return RenderedEdition(
+        kind=kind,
+        newsletter=newsletter.name,
+        edition_id=edition_id,
+        subject=base_context["subject"],
+        html=email_html,
+        text=_tidy_text(text),
+        web_html=web_html,
+        web_path=web_path,
+        web_url=web_url,
+        entry_ids=tuple(e.id for e in entries),
+        summarized_ids=tuple(e.id for e in entries if e.id in summarized),
+        html_bytes=size,
+        over_limit=size > limit,
+        language=language.tag,
+    )
+
+
+def render_confirmation(
+    settings: Settings,
+    newsletters: Sequence[NewsletterConfig],
+    *,
+    date: datetime,
+) -> RenderedEdition:
+    """The double opt-in email; ``Recipient.confirm_url`` and ``email`` fill it in."""
+    if not newsletters:
+        raise ValueError("a confirmation names at least one newsletter")
+    language = _language(settings)
+    env = template_environment(settings, language)
+    list_name = _join_names([n.title for n in newsletters], language)
+    subject = " ".join(
+        (language.gettext("Confirm your subscription to %(site)s")
+         % {"site": settings.site.title}).split()
+    )
+    context: dict[str, Any] = {
+        "site": settings.site,
+        "list_name": list_name,
+        "kind": "confirm",
+        "lang": language.tag,
+        "dir": language.direction,
+        "subject": subject,
+        "postal_lines": _postal_lines(settings.mail.postal_address),
+        "confirm_days": settings.web.confirm_days,
+        "web": False,
+        "view_in_browser_url": None,
+        "recipient_email": PLACEHOLDERS["email"],
+        **{name: token for name, token in PLACEHOLDERS.items() if name != "email"},
+    }
+    source = _render(env, "confirm.html", context)
+    email_html = inline_css(source)
+    text = _tidy_text(_render(env, "confirm.txt", context))
+    size = personalised_size(email_html)
+    return RenderedEdition(
+        kind="confirm",
+        newsletter=",".join(n.name for n in newsletters),
+        edition_id=f"confirm-{date.isoformat()}",
+        subject=subject,
+        html=email_html,
+        text=text,
+        web_html="",
+        web_path=None,
+        web_url=None,
+        entry_ids=(),
+        summarized_ids=(),
+        html_bytes=size,
+        over_limit=size > settings.mail.max_html_bytes,
+        language=language.tag,
+    )
+
+
+def render_subject(
+    entries: Sequence[Entry],
+    *,
+    settings: Settings,
+    newsletter: NewsletterConfig,
+    language: Language | None = None,
+) -> str:
+    """The subject line: ``newsletter.subject`` rendered, else "Site: First title (+N more)"."""
+    language = language or _language(settings)
+    first, count = entries[0], len(entries)
+    if newsletter.subject is None:
+        subject = f"{settings.site.title}: {first.title}"
+        if count > 1:
+            more = language.ngettext("(+%(num)d more)", "(+%(num)d more)", count - 1)
+            subject += " " + more % {"num": count - 1}
+    else:
+        index = settings.newsletters.index(newsletter) if newsletter in settings.newsletters else 0
+        env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined)
+        try:
+            subject = env.from_string(newsletter.subject).render(
+                site=settings.site, newsletter=newsletter, entries=entries, first=first,
+                count=count,
+            )
+        except jinja2.TemplateError as exc:
+            raise ConfigError(
+                f"the subject template fails: {exc.message or exc}",
+                path=settings.config_path,
+                key=f"newsletter[{index}].subject",
+            ) from None
+    return " ".join(subject.split())
+
+
+def personalised_size(email_html: str) -> int:
+    """Bytes of the HTML once personalised, each placeholder counted at its allowance."""
+    placeholders = PLACEHOLDER_PATTERN.findall(email_html)
+    return (len(email_html.encode("utf-8"))
+            + sum(PERSONAL_VALUE_ALLOWANCE - len(token) for token in placeholders))
+
+
+def inline_css(document: str) -> str:
+    """premailer, configured once for email: no network, ``!important`` and ``@media`` kept."""
+    premailer = Premailer(
+        document,
+        allow_network=False,
+        strip_important=False,
+        keep_style_tags=True,
+        disable_validation=True,
+        disable_basic_attributes=["height"],
+        cssutils_logging_level=logging.CRITICAL,
+    )
+    result: str = premailer.transform(pretty_print=False)
+    if not result.lstrip().upper().startswith("<!DOCTYPE"):
+        result = "<!DOCTYPE html>\n" + result
+    return result
+
+
+def html_to_text(fragment: str) -> str:
+    """Readable plain text for an HTML fragment; links listed after it, images by alt."""
+    converter = html2text.HTML2Text(bodywidth=0)
+    converter.unicode_snob = True
+    converter.images_to_alt = True
+    converter.inline_links = False
+    converter.wrap_links = False
+    converter.protect_links = True
+    converter.ul_item_mark = "-"
+    converter.pad_tables = True
+    text: str = converter.handle(fragment)
+    return text.strip()
+
+
+def template_environment(settings: Settings, language: Language) -> jinja2.Environment:
+    """The site's ``templates/email/`` first, then the built-in ones.
+
+    A site template can extend a built-in one of the same name as
+    ``feedpub/base.html``.
+    """
+    builtin = jinja2.FileSystemLoader(BUILTIN_TEMPLATES)
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader([
+            jinja2.FileSystemLoader(settings.templates_dir / "email"),
+            builtin,
+            jinja2.PrefixLoader({"feedpub": builtin}),
+        ]),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html",)),
+        undefined=jinja2.StrictUndefined,
+        extensions=["jinja2.ext.i18n"],
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.install_gettext_translations(language.translations, newstyle=True)  # type: ignore[attr-defined]
+    env.filters["html2text"] = html_to_text
+    env.globals["format_date"] = language.date
+    return env
+
+
+
+def _language(settings: Settings) -> Language:
+    return site_language(settings.site.language, settings.site.tz,
+                         config_path=settings.config_path)
+
+
+def _render(env: jinja2.Environment, name: str, context: Mapping[str, Any]) -> str:
+    try:
+        return env.get_template(name).render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"template error: {exc.message}", path=exc.filename or name,
+                          line=exc.lineno) from None
+    except jinja2.TemplateNotFound as exc:
+        raise ConfigError(f"template not found: {exc.name}", path=name) from None
+    except jinja2.TemplateError as exc:
+        path, line = _template_location(exc, name)
+        raise ConfigError(f"template error: {exc.message or exc}", path=path,
+                          line=line) from None
+
+
+def _template_location(exc: BaseException, default: str) -> tuple[str, int | None]:
+    """The innermost template frame of a jinja2 runtime error."""
+    location: tuple[str, int | None] = (default, None)
+    traceback = exc.__traceback__
+    while traceback is not None:
+        filename = traceback.tb_frame.f_code.co_filename
+        if filename.endswith((".html", ".txt")):
+            location = (filename, traceback.tb_lineno)
+        traceback = traceback.tb_next
+    return location
+
+
+def _unique(entries: Iterable[Entry]) -> list[Entry]:
+    seen: set[str] = set()
+    unique = []
+    for entry in entries:
+        if entry.id not in seen:
+            seen.add(entry.id)
+            unique.append(entry)
+    return unique
+
+
+def _email_ready(fragment: str) -> Markup:
+    """Wide tables scroll inside a box; every image has alt text."""
+    if not fragment.strip():
+        return Markup("")
+    container = lxml.html.fragment_fromstring(fragment, create_parent="div")
+    for table in list(container.iter("table")):
+        parent = table.getparent()
+        if parent is None or "table-scroll" in (parent.get("class") or "").split():
+            continue
+        wrapper = etree.Element("div", {"class": "table-scroll"})
+        wrapper.tail, table.tail = table.tail, None
+        parent.replace(table, wrapper)
+        wrapper.append(table)
+    for image in container.iter("img"):
+        if image.get("alt") is None:
+            image.set("alt", "")
+    serialized = lxml.html.tostring(container, encoding="unicode")
+    return Markup(serialized[len("<div>"):-len("</div>")])
+
+
+def _postal_lines(address: str) -> list[str]:
+    return [line.strip() for line in address.splitlines() if line.strip()]
+
+
+def _preheader(views: Sequence[EntryView], kind: str) -> str:
+    if kind == "post" or len(views) == 1:
+        return views[0].entry.summary_text[:150]
+    return " · ".join(view.entry.title for view in views)[:150]
+
+
+def _join_names(names: Sequence[str], language: Language) -> str:
+    return format_list(list(names), locale=language.locale)
+
+
+def _tidy_text(text: str) -> str:
+    """No trailing spaces, at most one blank line in a row, one final newline."""
+    lines = [
+        line if line == SIGNATURE_SEPARATOR else line.rstrip()
+        for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    ]
+    tidy: list[str] = []
+    for line in lines:
+        if line or (tidy and tidy[-1]):
+            tidy.append(line)
+    return "\n".join(tidy).strip("\n") + "\n"
+
