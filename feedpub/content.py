@@ -208,8 +208,12 @@ def _name_of(relpath: str) -> _Name:
     return _Name(match[4], f"{match[1]}-{match[2]}-{match[3]}")
 
 
+_WORD_SEPARATORS = re.compile(r"[-_\s]+")
+
+
 def _title_from_words(words: str) -> str:
-    return " ".join(w[:1].upper() + w[1:] for w in re.split(r"[-_\s]+", words) if w)
+    """Jekyll's fallback title: the file name's words, each capitalised."""
+    return " ".join(w[:1].upper() + w[1:] for w in _WORD_SEPARATORS.split(words) if w)
 
 
 # ---------------------------------------------------------------- text clean-up
@@ -221,8 +225,9 @@ _XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udff
 # shift every line number it reports.
 _YAML_REFUSED = re.compile("[\x7f-\x84\x86-\x9f]")
 _YAML_BREAKS = re.compile("[\x85\u2028\u2029]")
+_LINE_BREAK_TAG = re.compile(r"<br\b[^<>]*>", re.IGNORECASE)
 _INLINE_TAG = re.compile(
-    r"</?(?:a|abbr|b|bdi|bdo|br|cite|code|del|dfn|em|i|ins|kbd|mark|q|s|samp|small|span"
+    r"</?(?:a|abbr|b|bdi|bdo|cite|code|del|dfn|em|i|ins|kbd|mark|q|s|samp|small|span"
     r"|strong|sub|sup|time|u|var|wbr)\b[^<>]*>",
     re.IGNORECASE,
 )
@@ -238,7 +243,8 @@ def remove_xml_forbidden(text: str) -> str:
 
 def plain_title(text: str) -> str:
     """One line of plain text: inline HTML tags dropped, entities decoded, whitespace collapsed."""
-    text = _INLINE_TAG.sub(" ", text) if "<" in text else text
+    if "<" in text:
+        text = _INLINE_TAG.sub("", _LINE_BREAK_TAG.sub(" ", text))
     if "&" in text:
         text = _ENTITY.sub(lambda m: html.unescape(m[0]), text)
     return " ".join(remove_xml_forbidden(text).split())
@@ -376,6 +382,10 @@ _IMPLICIT: Mapping[str | None, list[tuple[str, re.Pattern[str]]]] = (
 _INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@`")
 
 
+class _NotSimple(Exception):
+    """The fast path leaves this front matter to PyYAML."""
+
+
 def _load_simple_yaml(text: str) -> _FrontMatter | None:
     """The front matter most posts have (``key: value`` lines), read without composing nodes.
 
@@ -397,16 +407,13 @@ def _load_simple_yaml(text: str) -> _FrontMatter | None:
             or value.endswith(":")
             or "\t" in value
         ):
-            raise LookupError(value)
-        tag = _YAML_STR
-        for candidate, pattern in _IMPLICIT.get(value[0], ()):
-            if pattern.match(value):
-                tag = candidate
-                break
-        else:
+            raise _NotSimple
+        resolvers = _IMPLICIT.get(value[0], ())
+        tag = next((tag for tag, pattern in resolvers if pattern.match(value)), _YAML_STR)
+        if tag == _YAML_STR:
             return value, None
         if tag not in _SIMPLE_TAGS:
-            raise LookupError(value)
+            raise _NotSimple
         node = yaml.ScalarNode(tag, value)
         constructor = constructor or yaml.constructor.SafeConstructor()
         return constructor.construct_object(node, deep=True), node
@@ -437,7 +444,7 @@ def _load_simple_yaml(text: str) -> _FrontMatter | None:
             result.lines[key] = number
             if node is not None:
                 result.nodes[key] = node
-    except LookupError:
+    except _NotSimple:
         return None
     return result
 
@@ -534,6 +541,10 @@ def _load_toml(text: str, relpath: str) -> _FrontMatter:
     except ValueError as exc:
         raise ContentError(
             f"invalid TOML front matter: {exc}", path=relpath, line=first
+        ) from None
+    except RecursionError:
+        raise ContentError(
+            "the front matter is nested too deeply to read", path=relpath, line=first
         ) from None
     result = _FrontMatter(data=data)
     in_root = True

@@ -52,6 +52,24 @@ class ContentError(FeedpubError):
     exit_code = 1
 
 
+class InvalidAddress(FeedpubError):
+    """An email address that email-validator rejects; the message says why."""
+
+    exit_code = 1
+
+
+class CsvError(FeedpubError):
+    """A CSV file that cannot be imported at all (no header, no email column)."""
+
+    exit_code = 1
+
+
+class TokenError(FeedpubError):
+    """A link that is tampered with, expired, or meant for something else."""
+
+    exit_code = 1
+
+
 class StoreError(FeedpubError):
     """The database cannot be reached, migrated or holds something unexpected."""
 

@@ -314,6 +314,19 @@ def test_control_characters_are_removed_from_title_and_body(read: Any) -> None:
     assert post.body == "formfeed[0m  end\n"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "---\ntitle: " + "[" * 5000 + "]" * 5000 + "\n---\n",
+        "---\n" + "".join(" " * i + f"k{i}:\n" for i in range(1500)) + "---\n",
+        "+++\ntitle = " + "[" * 5000 + "]" * 5000 + "\n+++\n",
+    ],
+)
+def test_absurdly_nested_front_matter_is_an_error_not_a_crash(read_error: Any, text: str) -> None:
+    error = read_error("nested.md", text)
+    assert "nest" in error.message
+
+
 def test_control_characters_in_the_front_matter_do_not_break_yaml(read: Any) -> None:
     post = read("c1.md", b"---\ntitle: odd\x01\xc2\x80 title\ndate: 2024-01-01\n---\n")
     assert post.title == "odd title"
@@ -483,6 +496,11 @@ def test_titles_become_one_line_of_plain_text(read: Any) -> None:
         "date: 2024-01-01\n---\n",
     )
     assert post.title == "Using Python & Rust"
+
+
+def test_tags_inside_a_word_do_not_split_it(read: Any) -> None:
+    post = read("w.md", '---\ntitle: "<b>Py</b>thon<br/>rocks&nbsp;hard"\ndate: 2024-01-01\n---\n')
+    assert post.title == "Python rocks hard"
 
 
 def test_a_title_about_an_html_element_keeps_it(read: Any) -> None:

@@ -1,0 +1,1 @@
+"""Alembic migrations, run in code by :mod:`feedpub.store.migrate` (no alembic.ini)."""

@@ -1,0 +1,93 @@
+"""Signed, purpose-scoped tokens for the links in subscriber email.
+
+Each purpose signs with its own salt, so an unsubscribe token is no
+confirmation token. A token names one subscriber and carries that
+subscriber's ``check`` (the store's token key): when the key changes, as it
+does when a subscriber is forgotten, the old links stop working.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
+
+from feedpub.errors import TokenError as TokenError  # re-exported: callers catch it here
+
+
+class Purpose(StrEnum):
+    CONFIRM = "confirm"
+    UNSUBSCRIBE = "unsubscribe"
+    PREFERENCES = "preferences"
+
+
+@dataclass(frozen=True)
+class TokenClaim:
+    subscriber_id: int
+    check: str
+    issued_at: datetime
+
+
+class _SignerAt(TimestampSigner):
+    """A TimestampSigner that stamps the time it is given instead of reading the clock."""
+
+    def __init__(self, *args: Any, issued_at: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.issued_at = issued_at
+
+    def get_timestamp(self) -> int:
+        return self.issued_at
+
+
+def _serializer(secret: str, purpose: Purpose, issued_at: int = 0) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(
+        secret,
+        salt=f"feedpub.{purpose.value}",
+        signer=_SignerAt,
+        signer_kwargs={"issued_at": issued_at},
+    )
+
+
+def make_token(
+    secret: str, purpose: Purpose, subscriber_id: int, *, check: str, now: datetime
+) -> str:
+    """A URL-safe token for ``purpose`` naming ``subscriber_id``, stamped with ``now``."""
+    if not secret:
+        raise TokenError("cannot sign a link without a secret")
+    return _serializer(secret, purpose, int(now.timestamp())).dumps([subscriber_id, check])
+
+
+def read_token(
+    secret: str,
+    purpose: Purpose,
+    token: str,
+    *,
+    max_age: timedelta | None,
+    now: datetime,
+) -> TokenClaim:
+    """Verify ``token`` for ``purpose``; older than ``max_age`` at ``now`` is expired.
+
+    Raises TokenError for a token that is tampered with, made for another
+    purpose or with another secret, or expired.
+    """
+    try:
+        payload, issued_at = _serializer(secret, purpose).loads(token, return_timestamp=True)
+    except BadSignature:
+        raise TokenError("this link is not valid (it was changed, or is for something else)") \
+            from None
+    if (
+        not isinstance(payload, list)
+        or len(payload) != 2
+        or not isinstance(payload[0], int)
+        or not isinstance(payload[1], str)
+    ):
+        raise TokenError("this link is not valid (unexpected content)")
+    issued_at = issued_at.astimezone(UTC)
+    if max_age is not None and now - issued_at > max_age:
+        raise TokenError(
+            f"this link expired on {(issued_at + max_age):%Y-%m-%d}; ask for a new one"
+        )
+    return TokenClaim(subscriber_id=payload[0], check=payload[1], issued_at=issued_at)
