@@ -123,7 +123,7 @@ def make_entry(post: Post, site: SiteConfig) -> Entry:
         url=url,
         published=post.date,
         updated=post.updated if post.updated and post.updated > post.date else post.date,
-        author=Author(post.author) if post.author else site.author,
+        author=Author(post.author, post.author_email) if post.author else site.author,
         categories=post.categories,
         tags=post.tags,
         content_html=content_html,

@@ -1,0 +1,602 @@
+"""What is new for each newsletter -> editions, rendered once, with their deliveries queued.
+
+A newsletter remembers the entries it has announced. Its first run is a
+*baseline*: every entry published then is recorded and nothing is mailed.
+After that, each run looks for:
+
+- **instant** editions: every published entry that is not in the baseline and
+  has no instant edition yet becomes one (``period_key`` ``post:<entry id>``),
+  queued for the subscribers whose subscription is ``instant``;
+- a **digest** edition: when the newsletter's schedule (a cron expression in
+  ``site.timezone``) has a slot at or before ``now`` that has no edition yet,
+  the entries not yet announced go out to the ``digest`` subscribers. A slot
+  with nothing new is recorded as ``empty``; a slot noticed later than
+  ``scheduler.misfire_grace_hours`` is recorded as ``missed`` and its entries
+  wait for the next one.
+
+An edition, the announcement of its entries and its deliveries are written in
+one transaction, and ``(newsletter, period_key)`` is unique: two runs at the
+same moment make one edition, and a crash leaves either all of it or nothing.
+
+Subscribers who chose categories get a variant of the digest that holds only
+the entries in their categories (one variant per distinct set of entries,
+rendered once), and nothing when no entry is theirs. Recipients are chosen
+with ``INSERT … SELECT`` on the distinct category filters, so no subscriber
+list is ever held in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote
+from zoneinfo import ZoneInfo
+
+from apscheduler.triggers.cron import CronTrigger
+
+from feedpub import build, lint
+from feedpub.config import NewsletterConfig, Settings
+from feedpub.entries import Entry, category_slug
+from feedpub.errors import ConfigError, ContentError
+from feedpub.store.editions import (
+    BASELINE_KEY,
+    EditionStatus,
+    announce,
+    announced_ids,
+    category_filters,
+    count_recipients,
+    find_edition,
+    insert_edition,
+    period_keys,
+    queue_deliveries,
+)
+from feedpub.store.engine import Store
+from feedpub.store.schema import Mode
+
+INSTANT_PREFIX = "post:"
+DIGEST_PREFIX = "digest:"
+_MAX_KEY = 200
+_SLOT_WINDOWS = (
+    timedelta(minutes=2), timedelta(hours=1), timedelta(days=1), timedelta(days=8),
+    timedelta(days=32), timedelta(days=367), timedelta(days=8 * 366),
+)
+
+# --- the schedule ------------------------------------------------------------------
+
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_FULL_DAY_NAMES = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
+_DAY_PART = re.compile(r"^(?P<range>\*|[a-z0-9]+(?:-[a-z0-9]+)?)(?:/(?P<step>\d+))?$")
+
+
+def _cron_day(token: str, expression: str) -> int:
+    if token.isdigit() and int(token) <= 7:
+        return int(token) % 7
+    for number, name in enumerate(_FULL_DAY_NAMES):
+        if token in (name, name[:3]):
+            return number
+    raise ValueError(f"{token!r} is not a day of the week (0-7 or SUN-SAT) in {expression!r}")
+
+
+def _day_of_week(field_text: str, expression: str) -> str:
+    """Cron's day-of-week field in APScheduler's terms.
+
+    Cron counts 0 (and 7) as Sunday, APScheduler 3 counts 0 as Monday, and
+    ``CronTrigger.from_crontab`` passes numbers through unchanged (its own
+    docstring warns of it): every day is spelled out as a name instead.
+    """
+    field_text = field_text.lower()
+    if field_text in ("*", "?"):
+        return "*"
+    days: set[int] = set()
+    for part in field_text.split(","):
+        match = _DAY_PART.match(part)
+        if not match:
+            raise ValueError(f"cannot read the day of the week {part!r} in {expression!r}")
+        step = int(match["step"] or 1)
+        if step == 0:
+            raise ValueError(f"a step of 0 in {expression!r}")
+        if match["range"] == "*":
+            first, last = 0, 6
+        else:
+            low, _, high = match["range"].partition("-")
+            first = _cron_day(low, expression)
+            last = _cron_day(high, expression) if high else (6 if match["step"] else first)
+            if high == "7":
+                last = 7
+            if last < first:
+                raise ValueError(f"the range {part!r} runs backwards in {expression!r}")
+        days.update(day % 7 for day in range(first, last + 1, step))
+    if days == set(range(7)):
+        return "*"
+    return ",".join(_DAY_NAMES[day] for day in sorted(days))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A newsletter's cron expression in its time zone, with cron's meaning.
+
+    As in cron, when both day of month and day of week are restricted, a day
+    that matches either one fires.
+    """
+
+    expression: str
+    triggers: tuple[CronTrigger, ...]
+    fixed_hour: bool
+    """Fires at set hours: a wall-clock time repeated when DST ends fires once, as in cron."""
+
+    def last_slot(self, now: datetime) -> datetime | None:
+        """The most recent scheduled time at or before ``now`` (None if none in 8 years)."""
+        found = [slot for trigger in self.triggers if (slot := _last(trigger, now))]
+        if not found:
+            return None
+        slot = max(found, key=lambda s: s.astimezone(UTC))
+        if self.fixed_hour and slot.fold == 1:
+            first = slot.replace(fold=0)
+            if first.astimezone(UTC) != slot.astimezone(UTC) and any(
+                _fires_at(trigger, first) for trigger in self.triggers
+            ):
+                return first
+        return slot
+
+
+def parse_schedule(expression: str, timezone: ZoneInfo, *, where: str = "") -> Schedule:
+    """Read a five-field cron expression (``0 9 * * MON``); ConfigError if it cannot be."""
+    fields = expression.split()
+    try:
+        if len(fields) != 5:
+            raise ValueError(f"{expression!r} must have five fields, e.g. '0 9 * * MON'")
+        minute, hour, day, month, weekday = fields
+        weekday = _day_of_week(weekday, expression)
+        variants = [(day, weekday)]
+        if day not in ("*", "?") and weekday != "*":
+            variants = [(day, "*"), ("*", weekday)]
+        triggers = tuple(
+            CronTrigger(
+                minute=minute, hour=hour, day=d if d != "?" else "*", month=month,
+                day_of_week=w, timezone=timezone,
+            )
+            for d, w in variants
+        )
+    except ValueError as error:
+        raise ConfigError(f"invalid schedule: {error}", key=where or None) from None
+    return Schedule(expression, triggers, fixed_hour="*" not in hour)
+
+
+def _fires_at(trigger: CronTrigger, moment: datetime) -> bool:
+    fire_time: datetime | None = trigger.get_next_fire_time(None, moment)
+    return fire_time == moment
+
+
+def _last(trigger: CronTrigger, now: datetime) -> datetime | None:
+    now = now.astimezone(UTC)
+    for window in _SLOT_WINDOWS:
+        slot = trigger.get_next_fire_time(None, now - window)
+        if slot is None or slot.astimezone(UTC) > now:
+            continue
+        while True:
+            # Step in UTC: wall-clock arithmetic stalls on the hour that DST repeats.
+            following = trigger.get_next_fire_time(
+                None, slot.astimezone(UTC) + timedelta(seconds=1)
+            )
+            if following is None or following.astimezone(UTC) > now:
+                return slot  # type: ignore[no-any-return]
+            slot = following
+    return None
+
+
+def newsletter_schedule(settings: Settings, newsletter: NewsletterConfig) -> Schedule:
+    index = settings.newsletters.index(newsletter) if newsletter in settings.newsletters else 0
+    return parse_schedule(
+        newsletter.schedule, settings.site.tz, where=f"newsletter[{index}].schedule"
+    )
+
+
+# --- keys --------------------------------------------------------------------------
+
+
+def digest_key(slot: datetime) -> str:
+    return DIGEST_PREFIX + slot.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def instant_key(entry_id: str) -> str:
+    key = INSTANT_PREFIX + entry_id
+    if len(key) <= _MAX_KEY:
+        return key
+    return INSTANT_PREFIX + "sha256:" + hashlib.sha256(entry_id.encode()).hexdigest()
+
+
+def _digest_web_id(slot: datetime, tz: ZoneInfo) -> str:
+    local = slot.astimezone(tz)
+    return local.strftime("%Y-%m-%d-%H%M") + ("b" if local.fold else "")
+
+
+def _post_web_id(entry: Entry) -> str:
+    if re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,79}", entry.slug):
+        return f"post-{entry.slug}"
+    return "post-" + hashlib.sha1(entry.id.encode()).hexdigest()[:12]
+
+
+def _short_hash(values: Iterable[str]) -> str:
+    return hashlib.sha1("\n".join(sorted(values)).encode()).hexdigest()[:10]
+
+
+# --- choosing entries and recipients -------------------------------------------------
+
+
+def _slugs(names: Iterable[str]) -> frozenset[str]:
+    return frozenset(category_slug(name) for name in names if name.strip())
+
+
+def in_categories(entry_categories: Iterable[str], wanted: Iterable[str]) -> bool:
+    """Whether an entry belongs to a filter; an empty filter takes everything.
+
+    Names compare as slugs, so ``Machine Learning`` matches ``machine-learning``.
+    """
+    wanted_slugs = _slugs(wanted)
+    return not wanted_slugs or bool(wanted_slugs & _slugs(entry_categories))
+
+
+def _filter_categories(text: str) -> tuple[str, ...]:
+    try:
+        value = json.loads(text or "[]")
+    except json.JSONDecodeError:
+        return ()
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
+
+# --- what a run does ------------------------------------------------------------------
+
+Kind = Literal["baseline", "digest", "post", "empty", "missed"]
+
+
+@dataclass(frozen=True)
+class EditionSummary:
+    """An edition a run made (or, in a dry run, would make)."""
+
+    newsletter: str
+    kind: Kind
+    period_key: str
+    subject: str = ""
+    entry_titles: tuple[str, ...] = ()
+    recipients: int = 0
+    edition_ids: tuple[int, ...] = ()
+    """The rows written: the edition and its category variants; empty in a dry run."""
+    web_paths: tuple[str, ...] = ()
+    variants: int = 0
+    """Category variants of a digest besides the full edition."""
+    baselined: int = 0
+    """For a baseline: how many entries it recorded."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An entry held back because ``feedpub check`` finds errors in it."""
+
+    newsletter: str
+    entry_id: str
+    source: str
+    findings: tuple[lint.Finding, ...]
+
+
+@dataclass(frozen=True)
+class DigestReport:
+    editions: tuple[EditionSummary, ...] = ()
+    refused: tuple[Refusal, ...] = ()
+    content_errors: tuple[ContentError, ...] = ()
+    dry_run: bool = False
+
+    @property
+    def made(self) -> tuple[EditionSummary, ...]:
+        """Digests, and instant posts that someone receives (every new post gets an
+        instant edition, so that a later instant subscriber never gets old posts)."""
+        return tuple(
+            e for e in self.editions if e.kind == "digest" or (e.kind == "post" and e.recipients)
+        )
+
+
+@dataclass
+class _Run:
+    settings: Settings
+    store: Store
+    now: datetime
+    catalog: build.Catalog
+    dry_run: bool
+    force: bool
+    editions: list[EditionSummary] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+    _lint: lint.LintReport | None = None
+
+    def blocked(self, newsletter: str, entries: Sequence[Entry]) -> set[str]:
+        """Ids of entries with lint errors (none with ``force``); each is reported once."""
+        if self.force or not entries:
+            return set()
+        if self._lint is None:
+            self._lint = lint.lint_site(self.settings, self.now)
+        blocked: set[str] = set()
+        for entry in entries:
+            findings = lint.errors_for([entry], self._lint)
+            if findings:
+                blocked.add(entry.id)
+                if not any(r.entry_id == entry.id and r.newsletter == newsletter
+                           for r in self.refused):
+                    self.refused.append(
+                        Refusal(newsletter, entry.id, entry.source, tuple(findings))
+                    )
+        return blocked
+
+    def write_web(self, web_path: str | None, web_html: str) -> None:
+        if web_path is None:
+            return
+        from feedpub.feeds import atomic_write
+
+        target = self.settings.public_dir / Path(unquote(web_path))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, web_html.encode("utf-8"))
+
+
+def make_editions(
+    settings: Settings,
+    store: Store,
+    now: datetime,
+    *,
+    newsletter: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+) -> DigestReport:
+    """Make every edition that is due at ``now`` (of one newsletter, if named).
+
+    With ``dry_run`` nothing is written (no baseline either): the report says
+    what would be made and for how many recipients. Entries with ``feedpub
+    check`` errors are held back (reported in ``refused``) unless ``force``.
+    """
+    chosen = [settings.newsletter(newsletter)] if newsletter else list(settings.newsletters)
+    schedules = {n.name: newsletter_schedule(settings, n) for n in chosen}
+    catalog = build.scan(settings, now)
+    run = _Run(settings, store, now, catalog, dry_run, force)
+    for config in chosen:
+        _newsletter_run(run, config, schedules[config.name])
+    return DigestReport(
+        editions=tuple(run.editions),
+        refused=tuple(run.refused),
+        content_errors=tuple(catalog.errors),
+        dry_run=dry_run,
+    )
+
+
+def pending_entries(
+    settings: Settings, store: Store, newsletter: NewsletterConfig | str | None, now: datetime
+) -> list[Entry]:
+    """The entries the newsletter's next digest would hold if it were made at ``now``,
+    newest first; empty before its baseline (the first run mails nothing)."""
+    config = newsletter if isinstance(newsletter, NewsletterConfig) else \
+        settings.newsletter(newsletter)
+    catalog = build.scan(settings, now)
+    with store.read() as conn:
+        if find_edition(conn, config.name, BASELINE_KEY) is None:
+            return []
+        announced = announced_ids(conn, config.name)
+    refs = [
+        ref for ref in catalog.published
+        if ref.id not in announced and in_categories(ref.categories, config.categories)
+    ]
+    return catalog.load(refs)
+
+
+def _newsletter_run(run: _Run, config: NewsletterConfig, schedule: Schedule) -> None:
+    with run.store.read() as conn:
+        baseline = find_edition(conn, config.name, BASELINE_KEY)
+        if baseline is not None:
+            announced = announced_ids(conn, config.name)
+            baseline_ids = announced_ids(conn, config.name, edition_id=baseline.id)
+            instants = period_keys(conn, config.name, INSTANT_PREFIX)
+    if baseline is None:
+        _baseline(run, config)
+        return
+    published = run.catalog.published
+    for ref in reversed(published):  # oldest first: instant mail in publication order
+        if (
+            ref.id not in baseline_ids
+            and instant_key(ref.id) not in instants
+            and in_categories(ref.categories, config.categories)
+        ):
+            _instant(run, config, ref)
+    slot = schedule.last_slot(run.now)
+    if slot is None or slot <= baseline.created_at:
+        return
+    key = digest_key(slot)
+    with run.store.read() as conn:
+        if find_edition(conn, config.name, key) is not None:
+            return
+    new = [ref for ref in published if ref.id not in announced]
+    _digest(run, config, slot, key, new)
+
+
+def _baseline(run: _Run, config: NewsletterConfig) -> None:
+    ids = [ref.id for ref in run.catalog.published]
+    summary = EditionSummary(config.name, "baseline", BASELINE_KEY, baselined=len(ids))
+    if run.dry_run:
+        run.editions.append(summary)
+        return
+    with run.store.write() as conn:
+        edition_id = insert_edition(
+            conn, newsletter=config.name, kind=Mode.DIGEST, period_key=BASELINE_KEY,
+            now=run.now, status=EditionStatus.BASELINE,
+        )
+        if edition_id is None:
+            return  # another run made the baseline a moment ago
+        announce(conn, config.name, ids, edition_id=edition_id, now=run.now)
+    run.editions.append(
+        EditionSummary(config.name, "baseline", BASELINE_KEY, edition_ids=(edition_id,),
+                       baselined=len(ids))
+    )
+
+
+def _instant(run: _Run, config: NewsletterConfig, ref: build.EntryRef) -> None:
+    from feedpub.mail.render import render_edition
+
+    (entry,) = run.catalog.load([ref])
+    if run.blocked(config.name, [entry]):
+        return
+    key = instant_key(entry.id)
+    with run.store.read() as conn:
+        filters = [
+            text for text in category_filters(conn, config.name, Mode.INSTANT)
+            if in_categories(entry.categories, _filter_categories(text))
+        ]
+        if run.dry_run:
+            recipients = count_recipients(conn, config.name, Mode.INSTANT, filters)
+            run.editions.append(
+                EditionSummary(config.name, "post", key, entry_titles=(entry.title,),
+                               recipients=recipients)
+            )
+            return
+    rendered = render_edition(
+        [entry], settings=run.settings, newsletter=config, kind="post",
+        edition_id=_post_web_id(entry), date=run.now,
+    )
+    with run.store.write() as conn:
+        edition_id = insert_edition(
+            conn, newsletter=config.name, kind=Mode.INSTANT, period_key=key, now=run.now,
+            status=EditionStatus.READY, subject=rendered.subject, html=rendered.html,
+            text=rendered.text, entry_ids=[entry.id], web_path=rendered.web_path,
+        )
+        if edition_id is None:
+            return
+        recipients = queue_deliveries(
+            conn, edition_id, newsletter=config.name, mode=Mode.INSTANT, filters=filters,
+            now=run.now,
+        )
+    run.write_web(rendered.web_path, rendered.web_html)
+    run.editions.append(
+        EditionSummary(
+            config.name, "post", key, subject=rendered.subject, entry_titles=(entry.title,),
+            recipients=recipients, edition_ids=(edition_id,),
+            web_paths=(rendered.web_path,) if rendered.web_path else (),
+        )
+    )
+
+
+def _digest(
+    run: _Run,
+    config: NewsletterConfig,
+    slot: datetime,
+    key: str,
+    new: list[build.EntryRef],
+) -> None:
+    from feedpub.mail.render import render_edition
+
+    grace = timedelta(hours=run.settings.scheduler.misfire_grace_hours)
+    if run.now - slot > grace:
+        _record_slot(run, config, key, EditionStatus.MISSED, announce_ids=[])
+        return
+    wanted = [ref for ref in new if in_categories(ref.categories, config.categories)]
+    others = [ref.id for ref in new if ref not in wanted]
+    entries = run.catalog.load(wanted)
+    blocked = run.blocked(config.name, entries)
+    entries = [entry for entry in entries if entry.id not in blocked]
+    if not entries:
+        _record_slot(run, config, key, EditionStatus.EMPTY, announce_ids=others)
+        return
+
+    with run.store.read() as conn:
+        filter_texts = category_filters(conn, config.name, Mode.DIGEST)
+    # Subscribers whose categories pick the same entries share one rendering.
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for text in filter_texts:
+        chosen = tuple(
+            e.id for e in entries if in_categories(e.categories, _filter_categories(text))
+        )
+        if chosen:
+            groups.setdefault(chosen, []).append(text)
+    everything = tuple(e.id for e in entries)
+    groups.setdefault(everything, [])
+    web_id = _digest_web_id(slot, run.settings.site.tz)
+    by_id = {e.id: e for e in entries}
+
+    if run.dry_run:
+        with run.store.read() as conn:
+            recipients = sum(
+                count_recipients(conn, config.name, Mode.DIGEST, texts)
+                for texts in groups.values()
+            )
+        run.editions.append(
+            EditionSummary(
+                config.name, "digest", key, entry_titles=tuple(e.title for e in entries),
+                recipients=recipients, variants=len(groups) - 1,
+            )
+        )
+        return
+
+    variants = []
+    for ids, texts in groups.items():
+        variant_key = key if ids == everything else f"{key}/{_short_hash(ids)}"
+        variant_web_id = web_id if ids == everything else f"{web_id}-{_short_hash(ids)}"
+        rendered = render_edition(
+            [by_id[i] for i in ids], settings=run.settings, newsletter=config,
+            kind="digest", edition_id=variant_web_id, date=slot,
+        )
+        variants.append((variant_key, ids, texts, rendered))
+    variants.sort(key=lambda item: item[0] != key)  # the full edition first: it claims the slot
+
+    made: list[int] = []
+    recipients = 0
+    with run.store.write() as conn:
+        for variant_key, ids, texts, rendered in variants:
+            edition_id = insert_edition(
+                conn, newsletter=config.name, kind=Mode.DIGEST, period_key=variant_key,
+                now=run.now, status=EditionStatus.READY, subject=rendered.subject,
+                html=rendered.html, text=rendered.text, entry_ids=ids,
+                web_path=rendered.web_path,
+            )
+            if edition_id is None:
+                if variant_key == key:
+                    return  # another run made this slot's edition a moment ago
+                continue
+            made.append(edition_id)
+            recipients += queue_deliveries(
+                conn, edition_id, newsletter=config.name, mode=Mode.DIGEST, filters=texts,
+                now=run.now,
+            )
+        announce(conn, config.name, everything, edition_id=made[0], now=run.now)
+        announce(conn, config.name, others, edition_id=None, now=run.now)
+    for *_, rendered in variants:
+        run.write_web(rendered.web_path, rendered.web_html)
+    main = variants[0][3]
+    run.editions.append(
+        EditionSummary(
+            config.name, "digest", key, subject=main.subject,
+            entry_titles=tuple(e.title for e in entries), recipients=recipients,
+            edition_ids=tuple(made),
+            web_paths=tuple(r.web_path for *_, r in variants if r.web_path),
+            variants=len(variants) - 1,
+        )
+    )
+
+
+def _record_slot(
+    run: _Run,
+    config: NewsletterConfig,
+    key: str,
+    status: EditionStatus,
+    *,
+    announce_ids: Sequence[str],
+) -> None:
+    kind: Kind = "missed" if status == EditionStatus.MISSED else "empty"
+    if run.dry_run:
+        run.editions.append(EditionSummary(config.name, kind, key))
+        return
+    with run.store.write() as conn:
+        edition_id = insert_edition(
+            conn, newsletter=config.name, kind=Mode.DIGEST, period_key=key, now=run.now,
+            status=status,
+        )
+        if edition_id is None:
+            return
+        announce(conn, config.name, announce_ids, edition_id=None, now=run.now)
+    run.editions.append(EditionSummary(config.name, kind, key, edition_ids=(edition_id,)))

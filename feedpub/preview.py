@@ -1,0 +1,125 @@
+"""The next edition of a newsletter as files an author can open: .html, .txt, .eml.
+
+Reads the store to find what is pending, never writes to it; when nothing is
+pending (before the first digest, or nothing new), shows the most recent posts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from feedpub.build import collect_entries
+from feedpub.config import NewsletterConfig, Settings
+from feedpub.entries import Entry
+from feedpub.errors import ContentError
+from feedpub.mail.message import build_message
+from feedpub.mail.render import Recipient, RenderedEdition, personalize, render_edition
+
+RECENT_LIMIT = 10
+SAMPLE_EMAIL = "subscriber@example.com"
+SAMPLE_NAME = "Sample Subscriber"
+
+
+@dataclass(frozen=True)
+class Preview:
+    newsletter: str
+    rendered: RenderedEdition
+    pending: bool
+    """False: nothing was pending, so these are the most recent posts."""
+    html_path: Path
+    text_path: Path
+    eml_path: Path
+    web_path: Path
+    content_errors: tuple[ContentError, ...]
+
+    @property
+    def entry_count(self) -> int:
+        return len(self.rendered.entry_ids)
+
+
+def sample_recipient(settings: Settings) -> Recipient:
+    return Recipient(
+        email=SAMPLE_EMAIL,
+        name=SAMPLE_NAME,
+        unsubscribe_url=f"{settings.web.url}unsubscribe/preview-token",
+        preferences_url=f"{settings.web.url}preferences/preview-token",
+    )
+
+
+def preview_entries(
+    settings: Settings, newsletter: NewsletterConfig, now: datetime
+) -> tuple[list[Entry], bool, list[ContentError]]:
+    """(entries, pending, content errors): what the next digest holds, else the
+    ``RECENT_LIMIT`` most recent posts of the newsletter's categories."""
+    from feedpub.digest import in_categories
+
+    pending = _pending_entries(settings, newsletter, now)
+    collection = collect_entries(settings, now)
+    if pending:
+        return pending, True, list(collection.errors)
+    recent = [e for e in collection.entries if in_categories(e.categories, newsletter.categories)]
+    return recent[:RECENT_LIMIT], False, list(collection.errors)
+
+
+def preview_edition(
+    settings: Settings,
+    *,
+    newsletter: str | None,
+    out_dir: Path | None,
+    now: datetime,
+) -> Preview:
+    """Render the newsletter's next edition and write it to ``out_dir``
+    (default ``.feedpub-cache/preview/``) as ``<name>.html``, ``.txt``, ``.eml``
+    and ``<name>.web.html`` (the "view in browser" page)."""
+    config = settings.newsletter(newsletter)
+    entries, pending, errors = preview_entries(settings, config, now)
+    if not entries:
+        raise ContentError(
+            f"nothing to preview: no published post in {settings.posts_dir}"
+            + (f" in the categories {', '.join(config.categories)}" if config.categories else ""),
+            path=settings.posts_dir,
+        )
+    rendered = render_edition(
+        entries, settings=settings, newsletter=config, kind="digest",
+        edition_id="preview", date=now,
+    )
+    message = build_message(
+        settings=settings, newsletter=config, rendered=rendered,
+        recipient=sample_recipient(settings), edition_key=f"preview/{config.name}", date=now,
+    )
+    html, text = personalize(rendered, sample_recipient(settings))
+    folder = out_dir if out_dir is not None else settings.cache_dir / "preview"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {suffix: folder / f"{config.name}{suffix}"
+             for suffix in (".html", ".txt", ".eml", ".web.html")}
+    paths[".html"].write_text(html, encoding="utf-8")
+    paths[".txt"].write_text(text, encoding="utf-8")
+    paths[".eml"].write_bytes(message)
+    paths[".web.html"].write_text(rendered.web_html, encoding="utf-8")
+    return Preview(
+        newsletter=config.name,
+        rendered=rendered,
+        pending=pending,
+        html_path=paths[".html"],
+        text_path=paths[".txt"],
+        eml_path=paths[".eml"],
+        web_path=paths[".web.html"],
+        content_errors=tuple(errors),
+    )
+
+
+def _pending_entries(
+    settings: Settings, newsletter: NewsletterConfig, now: datetime
+) -> list[Entry]:
+    """The next digest's entries, read without creating or migrating a database."""
+    from feedpub import digest, store
+
+    url = settings.database.url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return []
+    with store.open_store(url, migrate=False) as opened:
+        if not store.is_current(opened.engine):
+            return []
+        return digest.pending_entries(settings, opened, newsletter, now)
