@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,6 +45,8 @@ from feedpub import build, lint
 from feedpub.config import NewsletterConfig, Settings
 from feedpub.entries import Entry, category_slug
 from feedpub.errors import ConfigError, ContentError
+from feedpub.mail.transports import Transport
+from feedpub.sender import Clock, Progress, SendOptions, SendReport, send_queued
 from feedpub.store.editions import (
     BASELINE_KEY,
     EditionStatus,
@@ -600,3 +603,35 @@ def _record_slot(
             return
         announce(conn, config.name, announce_ids, edition_id=None, now=run.now)
     run.editions.append(EditionSummary(config.name, kind, key, edition_ids=(edition_id,)))
+
+
+@dataclass(frozen=True)
+class RunReport:
+    digest: DigestReport
+    send: SendReport | None
+    """None when nothing was sent in this run (queue only)."""
+
+
+def run_once(
+    settings: Settings,
+    store: Store,
+    *,
+    clock: Clock,
+    transport: Transport | None,
+    stop: threading.Event | None = None,
+    newsletter: str | None = None,
+    force: bool = False,
+    options: SendOptions | None = None,
+    progress: Progress | None = None,
+) -> RunReport:
+    """What ``feedpub digest send`` and every scheduler job do: make the editions due at
+    ``clock()`` (of one newsletter, if named), then send every delivery that is due
+    (none when ``transport`` is None, as ``--queue-only``)."""
+    digest = make_editions(settings, store, clock(), newsletter=newsletter, force=force)
+    if transport is None:
+        return RunReport(digest, None)
+    sent = send_queued(
+        settings, store, transport, clock=clock, stop=stop, newsletter=newsletter,
+        options=options or SendOptions(), progress=progress,
+    )
+    return RunReport(digest, sent)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -80,8 +85,24 @@ NOW_OPTION = click.option(
     "--now",
     "now",
     metavar="ISO",
-    help="Pretend the time is this (ISO 8601 with offset); posts dated later stay unpublished.",
+    help="Act as if it were this time (ISO 8601 with an offset, e.g. 2026-12-01T09:00:00+01:00).",
 )
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM and SIGINT set the event: messages in flight finish, the rest stay queued."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def is_interactive() -> bool:

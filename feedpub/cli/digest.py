@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
 from datetime import datetime
-from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 import click
 
-from feedpub.cli._common import NOW_OPTION, is_interactive, main, parse_now, settings_from
+from feedpub.cli._common import (
+    NOW_OPTION,
+    is_interactive,
+    main,
+    parse_now,
+    settings_from,
+    stop_on_signals,
+)
 from feedpub.config import Settings
-from feedpub.errors import StoreError
 
 # The library is imported inside the commands: every `feedpub` command loads this
 # module, and the mail and database stack takes most of a second to import.
 if TYPE_CHECKING:
     from feedpub.digest import DigestReport, EditionSummary
     from feedpub.sender import SendReport
-    from feedpub.store.engine import Store
 
 CONCURRENCY_OPTION = click.option(
     "--concurrency", "-c", type=click.IntRange(1, 64), default=4, show_default=True,
@@ -34,22 +34,6 @@ CONCURRENCY_OPTION = click.option(
 @main.group()
 def digest() -> None:
     """Make email editions from new posts and send them to subscribers."""
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """SIGTERM and SIGINT set the event: messages in flight finish, the rest stay queued."""
-    stop = threading.Event()
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _describe(edition: EditionSummary, dry_run: bool) -> str:
@@ -106,39 +90,6 @@ def _print_send(report: SendReport) -> None:
         )
 
 
-def _open_for_dry_run(settings: Settings) -> Store | None:
-    """The store without creating or migrating anything; None when it has no tables yet."""
-    import sqlalchemy as sa
-
-    from feedpub.store.engine import Store, create_store_engine, read_transaction
-    from feedpub.store.migrate import current_revision, head_revision
-
-    url = sa.make_url(settings.database.url)
-    if url.get_backend_name() == "sqlite" and url.database and \
-            not Path(url.database).exists():
-        return None
-    engine = create_store_engine(settings.database.url)
-    shown = engine.url.render_as_string(hide_password=True)
-    try:
-        with read_transaction(engine) as conn:
-            revision = current_revision(conn)
-    except sa.exc.DBAPIError as exc:
-        engine.dispose()
-        reason = str(exc.orig or exc).strip().splitlines()[0]
-        raise StoreError(f"cannot open database {shown}: {reason}", key="database.url") \
-            from None
-    if revision == head_revision():
-        return Store(engine)
-    engine.dispose()
-    if revision is None:
-        return None
-    raise StoreError(
-        f"database {shown} is at an older migration ({revision}); run `feedpub db upgrade` "
-        "(a real `digest send` upgrades it too) before a dry run",
-        key="database.url",
-    )
-
-
 @digest.command("send")
 @click.option("--newsletter", "-n", metavar="NAME",
               help="Only this newsletter (default: every one in feedpub.toml).")
@@ -179,7 +130,10 @@ def send(
         feedpub digest send --newsletter weekly
         * * * * * cd /srv/blog && feedpub digest send      # crontab
     """
-    from feedpub.digest import make_editions
+    from feedpub.digest import run_once
+    from feedpub.mail.transports import open_transport
+    from feedpub.progress import progress_bar
+    from feedpub.sender import SendOptions, offset_clock
     from feedpub.store import open_store
 
     settings = settings_from(ctx)
@@ -189,19 +143,27 @@ def send(
         return
     store = open_store(settings.database.url)
     try:
-        report = make_editions(settings, store, moment, newsletter=newsletter, force=force)
-        _print_report(report)
-        failed = bool(report.refused)
-        made = f"{len(report.made)} edition(s) made"
-        if queue_only:
-            click.echo(f"{made}; sending is left to `feedpub worker`")
-        else:
-            sent = _send(settings, store, moment, newsletter, concurrency)
-            click.echo(f"{made}; {_counts(sent)}")
-            failed = failed or not sent.ok
+        with ExitStack() as stack:
+            stop = stack.enter_context(stop_on_signals())
+            transport = None if queue_only else stack.enter_context(
+                open_transport(settings.mail.transport)
+            )
+            progress = stack.enter_context(progress_bar("Sending", enabled=is_interactive()))
+            report = run_once(
+                settings, store, clock=offset_clock(moment), transport=transport, stop=stop,
+                newsletter=newsletter, force=force,
+                options=SendOptions(concurrency=concurrency), progress=progress,
+            )
     finally:
         store.close()
-    if failed:
+    _print_report(report.digest)
+    made = f"{len(report.digest.made)} edition(s) made"
+    if report.send is None:
+        click.echo(f"{made}; sending is left to `feedpub worker`")
+    else:
+        _print_send(report.send)
+        click.echo(f"{made}; {_counts(report.send)}")
+    if report.digest.refused or (report.send is not None and not report.send.ok):
         ctx.exit(1)
 
 
@@ -214,30 +176,12 @@ def _counts(report: SendReport) -> str:
     )
 
 
-def _send(
-    settings: Settings, store: Store, moment: datetime, newsletter: str | None, concurrency: int
-) -> SendReport:
-    from feedpub.mail.transports import open_transport
-    from feedpub.progress import progress_bar
-    from feedpub.sender import SendOptions, offset_clock, send_queued
-
-    with _stop_on_signals() as stop, open_transport(settings.mail.transport) as transport, \
-            progress_bar("Sending", enabled=is_interactive()) as progress:
-        report = send_queued(
-            settings, store, transport, clock=offset_clock(moment), stop=stop,
-            newsletter=newsletter, options=SendOptions(concurrency=concurrency),
-            progress=progress,
-        )
-    _print_send(report)
-    return report
-
-
 def _dry_run(settings: Settings, moment: datetime, newsletter: str | None) -> None:
     from feedpub import build
     from feedpub.digest import make_editions
-    from feedpub.store import queue
+    from feedpub.store import open_existing_store, queue
 
-    store = _open_for_dry_run(settings)
+    store = open_existing_store(settings.database.url)
     if store is None:
         catalog = build.scan(settings, moment)
         names = [newsletter] if newsletter else [n.name for n in settings.newsletters]
@@ -290,7 +234,7 @@ def worker(
     store = open_store(settings.database.url)
     failed = False
     try:
-        with _stop_on_signals() as stop, open_transport(settings.mail.transport) as transport:
+        with stop_on_signals() as stop, open_transport(settings.mail.transport) as transport:
             while not stop.is_set():
                 report = send_queued(
                     settings, store, transport, clock=offset_clock(parse_now(None)), stop=stop,

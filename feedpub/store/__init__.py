@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 
 from feedpub.errors import CsvError, InvalidAddress, StoreError
@@ -19,7 +21,7 @@ from feedpub.store.engine import (
     read_transaction,
     write_transaction,
 )
-from feedpub.store.migrate import head_revision, is_current, upgrade
+from feedpub.store.migrate import current_revision, head_revision, is_current, upgrade
 from feedpub.store.schema import DeliveryStatus, Mode, Source, Status
 from feedpub.store.subscriber_csv import (
     CSV_COLUMNS,
@@ -81,6 +83,38 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     return Store(engine)
 
 
+def open_existing_store(url: str) -> Store | None:
+    """The store at ``url`` as it is, for commands that must not change anything:
+    None when it has no tables yet (nothing is created); StoreError when it cannot be
+    reached or needs ``feedpub db upgrade``."""
+    parsed = sa.make_url(url)
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and parsed.database
+        and parsed.database != ":memory:"
+        and not Path(parsed.database).exists()
+    ):
+        return None
+    engine = create_store_engine(url)
+    shown = engine.url.render_as_string(hide_password=True)
+    try:
+        with read_transaction(engine) as conn:
+            revision = current_revision(conn)
+    except sa.exc.DBAPIError as exc:
+        engine.dispose()
+        raise StoreError(f"cannot open database {shown}: {_reason(exc)}", key="database.url") \
+            from None
+    if revision == head_revision():
+        return Store(engine)
+    engine.dispose()
+    if revision is None:
+        return None
+    raise StoreError(
+        f"database {shown} is at an older migration ({revision}); run `feedpub db upgrade`",
+        key="database.url",
+    )
+
+
 __all__ = [
     "CSV_COLUMNS",
     "AddResult",
@@ -118,6 +152,7 @@ __all__ = [
     "iter_subscribers",
     "iter_subscribers_with_subscriptions",
     "mark_bounced",
+    "open_existing_store",
     "open_store",
     "parse_address",
     "read_transaction",

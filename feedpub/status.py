@@ -1,0 +1,337 @@
+"""The operator's view: per newsletter, when it runs next, how its last edition went,
+who subscribes, and what waits for a retry (``feedpub status``).
+
+:func:`site_status` reads the store in one snapshot; :func:`status_document`
+turns the result into the stable JSON document that monitoring reads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from feedpub.config import NewsletterConfig, Settings
+from feedpub.digest import DIGEST_PREFIX
+from feedpub.scheduler import next_slot
+from feedpub.store.editions import EditionStatus
+from feedpub.store.engine import Store
+from feedpub.store.schema import (
+    DeliveryStatus,
+    Mode,
+    Status,
+    announced_entries,
+    deliveries,
+    editions,
+    subscribers,
+    subscriptions,
+)
+from feedpub.store.subscribers import count_by_status
+
+STATUS_VERSION = 1
+"""Bumped when a key of :func:`status_document` changes meaning or goes away."""
+
+
+@dataclass(frozen=True)
+class DeliveryCounts:
+    queued: int = 0
+    sending: int = 0
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    @classmethod
+    def from_mapping(cls, counts: Mapping[str, int]) -> DeliveryCounts:
+        return cls(**{status.value: counts.get(status.value, 0) for status in DeliveryStatus})
+
+    @property
+    def total(self) -> int:
+        return self.queued + self.sending + self.sent + self.retrying + self.failed + self.skipped
+
+
+@dataclass(frozen=True)
+class SubscriberCounts:
+    pending: int = 0
+    active: int = 0
+    unsubscribed: int = 0
+    bounced: int = 0
+
+    @classmethod
+    def from_mapping(cls, counts: Mapping[str, int]) -> SubscriberCounts:
+        return cls(**{status.value: counts.get(status.value, 0) for status in Status})
+
+
+@dataclass(frozen=True)
+class Retries:
+    """Deliveries that failed for a reason that may pass, waiting for their next attempt."""
+
+    count: int = 0
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class LastEdition:
+    id: int
+    period_key: str
+    kind: str
+    """``digest`` or ``post`` (instant); ``baseline``, ``empty`` or ``missed`` for a slot
+    that mailed nothing."""
+    created_at: datetime
+    subject: str
+    entries: int
+    deliveries: DeliveryCounts
+    """Of the edition and of its category variants together."""
+
+
+@dataclass(frozen=True)
+class NewsletterStatus:
+    name: str
+    title: str
+    schedule: str
+    next_run: datetime | None
+    """In ``site.timezone``; None when the schedule never fires again."""
+    last_edition: LastEdition | None
+    """The newest edition of any kind."""
+    last_digest: LastEdition | None
+    """The newest scheduled slot: ``digest``, ``empty`` or ``missed``."""
+    subscribers: SubscriberCounts
+    """Subscribers of this newsletter, by their status."""
+    subscriptions: Mapping[str, int]
+    """Active subscribers of this newsletter by mode: ``digest`` and ``instant``."""
+    retries: Retries
+
+
+@dataclass(frozen=True)
+class SiteStatus:
+    generated_at: datetime
+    timezone: str
+    database: str | None
+    """The store's URL without its password; None when there is no database yet."""
+    subscribers: SubscriberCounts
+    queue: DeliveryCounts
+    """Every delivery of every edition, by status."""
+    retries: Retries
+    newsletters: tuple[NewsletterStatus, ...]
+
+
+def site_status(settings: Settings, store: Store | None, now: datetime) -> SiteStatus:
+    """The state of every newsletter at ``now``; ``store`` None means no database yet."""
+    if store is None:
+        return SiteStatus(
+            generated_at=now, timezone=settings.site.timezone, database=None,
+            subscribers=SubscriberCounts(), queue=DeliveryCounts(), retries=Retries(),
+            newsletters=tuple(
+                _newsletter(settings, n, now, None, None, SubscriberCounts(), {}, Retries())
+                for n in settings.newsletters
+            ),
+        )
+    with store.read() as conn:
+        by_newsletter = [
+            _newsletter(
+                settings, n, now, _last_edition(conn, n.name),
+                _last_edition(conn, n.name, digest_only=True),
+                _subscribers_of(conn, n.name), _subscriptions_by_mode(conn, n.name),
+                _retries(conn, n.name),
+            )
+            for n in settings.newsletters
+        ]
+        totals = count_by_status(conn)
+        queue = DeliveryCounts.from_mapping(_delivery_counts(conn))
+        retries = _retries(conn, None)
+    return SiteStatus(
+        generated_at=now,
+        timezone=settings.site.timezone,
+        database=store.url,
+        subscribers=SubscriberCounts.from_mapping({s.value: c for s, c in totals.items()}),
+        queue=queue,
+        retries=retries,
+        newsletters=tuple(by_newsletter),
+    )
+
+
+def _newsletter(
+    settings: Settings,
+    newsletter: NewsletterConfig,
+    now: datetime,
+    last: LastEdition | None,
+    last_digest: LastEdition | None,
+    people: SubscriberCounts,
+    modes: Mapping[str, int],
+    retries: Retries,
+) -> NewsletterStatus:
+    return NewsletterStatus(
+        name=newsletter.name,
+        title=newsletter.title,
+        schedule=newsletter.schedule,
+        next_run=next_slot(settings, newsletter, now),
+        last_edition=last,
+        last_digest=last_digest,
+        subscribers=people,
+        subscriptions={mode.value: modes.get(mode.value, 0) for mode in Mode},
+        retries=retries,
+    )
+
+
+# --- queries ----------------------------------------------------------------------------
+
+
+def _is_variant(period_key: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+    """A category variant of a digest: ``digest:<slot>/<hash>`` (an instant key may hold
+    a ``/`` of its entry id; a digest key has none of its own)."""
+    return sa.and_(period_key.startswith(DIGEST_PREFIX), period_key.contains("/"))
+
+
+def _last_edition(
+    conn: Connection, newsletter: str, *, digest_only: bool = False
+) -> LastEdition | None:
+    query = (
+        sa.select(editions.c.id, editions.c.period_key, editions.c.kind, editions.c.status,
+                  editions.c.created_at, editions.c.subject, editions.c.entry_ids)
+        .where(editions.c.newsletter == newsletter, sa.not_(_is_variant(editions.c.period_key)))
+        .order_by(editions.c.created_at.desc(), editions.c.id.desc())
+        .limit(1)
+    )
+    if digest_only:
+        query = query.where(editions.c.period_key.startswith(DIGEST_PREFIX))
+    row = conn.execute(query).first()
+    if row is None:
+        return None
+    status = EditionStatus(row.status)
+    if status == EditionStatus.READY:
+        kind = "digest" if row.kind == Mode.DIGEST.value else "post"
+    else:
+        kind = status.value
+    if status == EditionStatus.BASELINE:
+        entries = conn.execute(
+            sa.select(sa.func.count()).select_from(announced_entries)
+            .where(announced_entries.c.edition_id == row.id)
+        ).scalar_one()
+    else:
+        entries = len(_json_list(row.entry_ids))
+    family = sa.select(editions.c.id).where(
+        editions.c.newsletter == newsletter,
+        sa.or_(editions.c.id == row.id,
+               editions.c.period_key.startswith(row.period_key + "/", autoescape=True)),
+    )
+    counts: dict[str, int] = dict(
+        conn.execute(
+            sa.select(deliveries.c.status, sa.func.count())
+            .where(deliveries.c.edition_id.in_(family.scalar_subquery()))
+            .group_by(deliveries.c.status)
+        ).all()
+    )
+    return LastEdition(
+        id=row.id, period_key=row.period_key, kind=kind, created_at=row.created_at,
+        subject=row.subject, entries=entries, deliveries=DeliveryCounts.from_mapping(counts),
+    )
+
+
+def _json_list(text: str) -> list[Any]:
+    value = json.loads(text or "[]")
+    return value if isinstance(value, list) else []
+
+
+def _subscribers_of(conn: Connection, newsletter: str) -> SubscriberCounts:
+    rows = conn.execute(
+        sa.select(subscribers.c.status, sa.func.count())
+        .join(subscriptions, subscriptions.c.subscriber_id == subscribers.c.id)
+        .where(subscriptions.c.newsletter == newsletter)
+        .group_by(subscribers.c.status)
+    ).all()
+    return SubscriberCounts.from_mapping(dict(rows))
+
+
+def _subscriptions_by_mode(conn: Connection, newsletter: str) -> dict[str, int]:
+    rows = conn.execute(
+        sa.select(subscriptions.c.mode, sa.func.count())
+        .join(subscribers, subscribers.c.id == subscriptions.c.subscriber_id)
+        .where(subscriptions.c.newsletter == newsletter,
+               subscribers.c.status == Status.ACTIVE.value)
+        .group_by(subscriptions.c.mode)
+    ).all()
+    return dict(rows)
+
+
+def _delivery_counts(conn: Connection) -> dict[str, int]:
+    query = sa.select(deliveries.c.status, sa.func.count()).group_by(deliveries.c.status)
+    return dict(conn.execute(query).all())
+
+
+def _retries(conn: Connection, newsletter: str | None) -> Retries:
+    query = sa.select(sa.func.count(), sa.func.min(deliveries.c.next_attempt_at)).where(
+        deliveries.c.status == DeliveryStatus.RETRYING.value
+    )
+    if newsletter is not None:
+        query = query.join(editions, editions.c.id == deliveries.c.edition_id).where(
+            editions.c.newsletter == newsletter
+        )
+    count, next_attempt = conn.execute(query).one()
+    return Retries(count, next_attempt)
+
+
+# --- the JSON document -----------------------------------------------------------------------
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _counts(counts: DeliveryCounts | SubscriberCounts) -> dict[str, int]:
+    return asdict(counts)
+
+
+def _retries_document(retries: Retries) -> dict[str, Any]:
+    return {"count": retries.count, "next_attempt_at": _iso(retries.next_attempt_at)}
+
+
+def status_document(status: SiteStatus) -> dict[str, Any]:
+    """The status as JSON-ready data; its shape is in ``feedpub status --help``."""
+    return {
+        "version": STATUS_VERSION,
+        "generated_at": _iso(status.generated_at),
+        "timezone": status.timezone,
+        "database": status.database,
+        "subscribers": _counts(status.subscribers),
+        "deliveries": _counts(status.queue),
+        "retries": _retries_document(status.retries),
+        "newsletters": [_newsletter_document(n) for n in status.newsletters],
+    }
+
+
+def _edition_document(edition: LastEdition | None) -> dict[str, Any] | None:
+    if edition is None:
+        return None
+    return {
+        "id": edition.id,
+        "period_key": edition.period_key,
+        "kind": edition.kind,
+        "created_at": _iso(edition.created_at),
+        "subject": edition.subject,
+        "entries": edition.entries,
+        "deliveries": _counts(edition.deliveries),
+    }
+
+
+def _newsletter_document(newsletter: NewsletterStatus) -> dict[str, Any]:
+    return {
+        "name": newsletter.name,
+        "title": newsletter.title,
+        "schedule": newsletter.schedule,
+        "next_run": None if newsletter.next_run is None else {
+            "local": newsletter.next_run.isoformat(timespec="seconds"),
+            "utc": _iso(newsletter.next_run),
+        },
+        "last_edition": _edition_document(newsletter.last_edition),
+        "last_digest": _edition_document(newsletter.last_digest),
+        "subscribers": _counts(newsletter.subscribers),
+        "subscriptions": dict(newsletter.subscriptions),
+        "retries": _retries_document(newsletter.retries),
+    }
