@@ -1,0 +1,115 @@
+"""The app's HTML pages: jinja2 templates in the site's language, the site's overrides first."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from starlette.background import BackgroundTask
+from starlette.responses import HTMLResponse
+
+from feedpub.config import Settings
+from feedpub.errors import ConfigError
+from feedpub.mail.i18n import Language, site_language
+
+BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "web"
+PAGE_HEADERS: Mapping[str, str] = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    # Tokens live in these pages' URLs: never send them to another site. ``same-origin``
+    # (not ``no-referrer``) keeps the Origin header on the page's own form posts.
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class FeedLink:
+    """A feed for ``<link rel="alternate">`` and the list on the home page."""
+
+    title: str
+    media_type: str
+    url: str
+
+
+def feed_links(settings: Settings) -> tuple[FeedLink, ...]:
+    """The site's feeds at their public URLs (the ones their ``self`` links name)."""
+    site = settings.site
+    known = {
+        "atom": ("Atom", "application/atom+xml", "atom.xml"),
+        "rss": ("RSS", "application/rss+xml", "rss.xml"),
+        "json": ("JSON Feed", "application/feed+json", "feed.json"),
+    }
+    return tuple(
+        FeedLink(f"{site.title} ({known[name][0]})", known[name][1], site.url + known[name][2])
+        for name in settings.feed.formats
+        if name in known
+    )
+
+
+class Pages:
+    """Renders ``templates/web/<name>`` into a response; built once per app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.language: Language = site_language(
+            settings.site.language, settings.site.tz, config_path=settings.config_path
+        )
+        builtin = jinja2.FileSystemLoader(BUILTIN_TEMPLATES)
+        self.env = jinja2.Environment(
+            loader=jinja2.ChoiceLoader([
+                jinja2.FileSystemLoader(settings.templates_dir / "web"),
+                builtin,
+                jinja2.PrefixLoader({"feedpub": builtin}),
+            ]),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            extensions=["jinja2.ext.i18n"],
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.install_gettext_translations(  # type: ignore[attr-defined]
+            self.language.translations, newstyle=True
+        )
+        self.globals: dict[str, Any] = {
+            "site": settings.site,
+            "lang": self.language.tag,
+            "dir": self.language.direction,
+            "feeds": feed_links(settings),
+            "subscribe_url": settings.web.url + "subscribe",
+            "confirm_days": settings.web.confirm_days,
+        }
+
+    def gettext(self, message: str) -> str:
+        return self.language.gettext(message)
+
+    def render(self, name: str, context: Mapping[str, Any]) -> str:
+        try:
+            return self.env.get_template(name).render({**self.globals, **context})
+        except jinja2.TemplateSyntaxError as exc:
+            raise ConfigError(f"template error: {exc.message}", path=exc.filename or name,
+                              line=exc.lineno) from None
+        except jinja2.TemplateNotFound as exc:
+            raise ConfigError(f"template not found: {exc.name}", path=name) from None
+
+    def response(
+        self,
+        name: str,
+        context: Mapping[str, Any],
+        *,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+        background: BackgroundTask | None = None,
+    ) -> HTMLResponse:
+        return HTMLResponse(
+            self.render(name, context),
+            status_code=status,
+            headers={**PAGE_HEADERS, **(headers or {})},
+            background=background,
+        )
