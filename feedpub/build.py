@@ -50,19 +50,31 @@ class EntryRef:
 
 @dataclass
 class Catalog:
-    """Every post of the site, sorted out for a given ``now``."""
+    """Every post of the site, sorted out for a given ``now``.
+
+    Scanning reads front matter only; an entry's Markdown is rendered when it is
+    first loaded, and kept in the cache from then on.
+    """
 
     published: list[EntryRef]
     """Newest first."""
     drafts: list[EntryRef]
     future: list[EntryRef]
     errors: list[ContentError]
-    rendered: int
-    """Posts rendered in this scan; the rest came from the cache."""
-    cache_path: Path
+    read: int
+    """Posts read in this scan because they changed; the rest came from the cache."""
+    settings: Settings
+    jobs: int | None = None
+    progress: Progress | None = None
+    rendered: int = 0
+    """Entries rendered by :meth:`load` so far; the rest came from the cache."""
+
+    @property
+    def cache_path(self) -> Path:
+        return _cache_path(self.settings)
 
     def load(self, refs: Iterable[EntryRef]) -> list[Entry]:
-        """The full entries for ``refs``, in the same order."""
+        """The full entries for ``refs``, in the same order, rendering those not cached."""
         wanted = [ref.source for ref in refs]
         if not wanted:
             return []
@@ -75,7 +87,23 @@ class Catalog:
                     f"SELECT relpath, entry FROM entries WHERE relpath IN ({marks})", batch
                 )
                 for relpath, data in rows:
-                    found[relpath] = Entry.from_json(json.loads(data))
+                    if data is not None:
+                        found[relpath] = Entry.from_json(json.loads(data))
+            missing = [source for source in wanted if source not in found]
+            paths = [self.settings.site_dir / source for source in missing]
+            for result in _run_chunks(
+                _render_chunk, self.settings, paths, self.jobs, self.progress
+            ):
+                if isinstance(result, ContentError):
+                    # The file changed since the scan; the next build reads it again.
+                    raise result
+                entry = Entry.from_json(json.loads(result[0]))
+                db.execute(
+                    "UPDATE entries SET entry = ? WHERE relpath = ?", (result[0], entry.source)
+                )
+                found[entry.source] = entry
+                self.rendered += 1
+            db.commit()
         return [found[source] for source in wanted]
 
 
@@ -91,19 +119,22 @@ class BuildReport:
     written: list[Path]
     posts: int
     published: int
+    read: int
+    """Posts read because they changed since the last build."""
     rendered: int
+    """Entries whose Markdown was rendered (only what the feeds show, if not cached)."""
     errors: list[ContentError]
 
 
 def scan(
     settings: Settings, now: datetime, *, jobs: int | None = None, progress: Progress | None = None
 ) -> Catalog:
-    """Read and render every post that changed since the last scan; sort all of them out."""
-    cache_path = settings.cache_dir / "entries.sqlite"
+    """Read the front matter of every post that changed since the last scan and sort all
+    of them out; Markdown is rendered later, by :meth:`Catalog.load`, for what is shown."""
     fingerprint = render_fingerprint(settings)
     files = content.find_post_files(settings.posts_dir)
     errors: list[ContentError] = []
-    with closing(_open_cache(cache_path)) as db:
+    with closing(_open_cache(_cache_path(settings))) as db:
         cached = {
             row[0]: row[1:]
             for row in db.execute(
@@ -134,20 +165,16 @@ def scan(
             work.append((path, relpath, stat.st_size, stat.st_mtime_ns, sha))
 
         pending = {item[1]: item for item in work}
-        for result in _render_all(settings, [item[0] for item in work], jobs, progress):
+        paths = [item[0] for item in work]
+        for result in _run_chunks(_read_chunk, settings, paths, jobs, progress):
             if isinstance(result, ContentError):
                 errors.append(result)
                 continue
-            entry, draft = result
-            _, relpath, size, mtime_ns, sha = pending[entry.source]
-            ref = EntryRef(
-                entry.id, entry.url, entry.slug, entry.published, entry.categories,
-                entry.source, draft,
-            )
+            ref = _ref_from_json(json.loads(result[0]))
+            _, relpath, size, mtime_ns, sha = pending[ref.source]
             db.execute(
-                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (relpath, size, mtime_ns, sha, fingerprint, json.dumps(_ref_to_json(ref)),
-                 json.dumps(entry.to_json(), ensure_ascii=False)),
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                (relpath, size, mtime_ns, sha, fingerprint, result[0]),
             )
             refs.append(ref)
         present = {path.relative_to(settings.site_dir).as_posix() for path in files}
@@ -168,8 +195,10 @@ def scan(
         drafts=[ref for ref in refs if ref.draft],
         future=[ref for ref in refs if not ref.draft and ref.published > now],
         errors=errors,
-        rendered=len(work),
-        cache_path=cache_path,
+        read=len(work),
+        settings=settings,
+        jobs=jobs,
+        progress=progress,
     )
 
 
@@ -193,6 +222,7 @@ def build(
         written=written,
         posts=total + len(catalog.errors),
         published=len(catalog.published),
+        read=catalog.read,
         rendered=catalog.rendered,
         errors=catalog.errors,
     )
@@ -240,9 +270,13 @@ CREATE TABLE IF NOT EXISTS entries (
     sha TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     ref TEXT NOT NULL,
-    entry TEXT NOT NULL
+    entry TEXT
 )
 """
+
+
+def _cache_path(settings: Settings) -> Path:
+    return settings.cache_dir / "entries-v2.sqlite"
 
 
 def _open_cache(path: Path) -> sqlite3.Connection:
@@ -300,44 +334,67 @@ def _drop_duplicates(refs: list[EntryRef]) -> tuple[list[EntryRef], list[Content
     return kept, errors
 
 
-_WorkerResult = tuple[str, bool] | tuple[str, str | None, int | None, str | None]
+_WorkerResult = tuple[str] | tuple[str, str | None, int | None, str | None]
+"""JSON text, or an error's parts (exceptions with keyword arguments do not survive
+pickling)."""
+_Worker = Callable[[Settings, list[Path]], list[_WorkerResult]]
+
+
+def _error_parts(error: FeedpubError, path: Path) -> _WorkerResult:
+    return (error.message, str(error.path or path), error.line, error.key)
+
+
+def _read_chunk(settings: Settings, paths: list[Path]) -> list[_WorkerResult]:
+    """Front matter only: what choosing entries needs."""
+    results: list[_WorkerResult] = []
+    for path in paths:
+        try:
+            post = content.read_post(path, site=settings.site, site_dir=settings.site_dir)
+        except FeedpubError as error:
+            results.append(_error_parts(error, path))
+            continue
+        ref = EntryRef(
+            entries.entry_id(post, settings.site), entries.permalink(post, settings.site),
+            post.slug, post.date, post.categories, post.relpath, post.draft,
+        )
+        results.append((json.dumps(_ref_to_json(ref), ensure_ascii=False),))
+    return results
 
 
 def _render_chunk(settings: Settings, paths: list[Path]) -> list[_WorkerResult]:
-    """Runs in a worker process; returns JSON text, or an error's parts (exceptions with
-    keyword arguments do not survive pickling)."""
     results: list[_WorkerResult] = []
     for path in paths:
         try:
             post = content.read_post(path, site=settings.site, site_dir=settings.site_dir)
             entry = entries.make_entry(post, settings.site)
         except FeedpubError as error:
-            results.append((error.message, str(error.path or path), error.line, error.key))
+            results.append(_error_parts(error, path))
             continue
-        results.append((json.dumps(entry.to_json(), ensure_ascii=False), post.draft))
+        results.append((json.dumps(entry.to_json(), ensure_ascii=False),))
     return results
 
 
-def _decode(result: _WorkerResult) -> tuple[Entry, bool] | ContentError:
-    if len(result) == 2:
-        data, draft = result
-        assert isinstance(data, str)
-        return Entry.from_json(json.loads(data)), bool(draft)
+def _decode(result: _WorkerResult) -> tuple[str] | ContentError:
+    if len(result) == 1:
+        return (str(result[0]),)
     message, path, line, key = result
     return ContentError(str(message), path=path, line=line, key=key)
 
 
-def _render_all(
-    settings: Settings, paths: list[Path], jobs: int | None, progress: Progress | None
-) -> Iterator[tuple[Entry, bool] | ContentError]:
+def _run_chunks(
+    work: _Worker, settings: Settings, paths: list[Path], jobs: int | None,
+    progress: Progress | None,
+) -> Iterator[tuple[str] | ContentError]:
     total = len(paths)
+    if not total:
+        return
     jobs = jobs or os.cpu_count() or 1
     chunks = [paths[i : i + _CHUNK] for i in range(0, total, _CHUNK)]
     done = 0
     if progress:
         progress(0, total)
     if jobs == 1 or total < _PARALLEL_THRESHOLD:
-        results: Iterable[list[_WorkerResult]] = (_render_chunk(settings, c) for c in chunks)
+        results: Iterable[list[_WorkerResult]] = (work(settings, c) for c in chunks)
         for chunk_results in results:
             for result in chunk_results:
                 yield _decode(result)
@@ -349,7 +406,7 @@ def _render_all(
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["feedpub.build"])
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        for chunk_results in pool.map(_render_chunk, [settings] * len(chunks), chunks):
+        for chunk_results in pool.map(work, [settings] * len(chunks), chunks):
             for result in chunk_results:
                 yield _decode(result)
             done += len(chunk_results)

@@ -72,9 +72,13 @@ class Entry:
         )
 
 
+_SPOKEN_SYMBOLS = str.maketrans({"+": " plus ", "#": " sharp ", "&": " and ", "@": " at "})
+
+
 def category_slug(name: str) -> str:
-    """``Machine Learning`` -> ``machine-learning``; letters of any script are kept."""
-    folded = unicodedata.normalize("NFC", name).casefold()
+    """``Machine Learning`` -> ``machine-learning``; letters of any script are kept, and
+    symbols that tell categories apart are spelt out (``C++`` -> ``c-plus-plus``)."""
+    folded = unicodedata.normalize("NFC", name).translate(_SPOKEN_SYMBOLS).casefold()
     words = "".join(ch if ch.isalnum() else " " for ch in folded).split()
     return "-".join(words) or "uncategorized"
 

@@ -125,25 +125,21 @@ def write_feeds(entries: Sequence[Entry], settings: Settings) -> list[Path]:
     limit = settings.feed.limit
     newest = _newest_first(entries)
     main = newest[:limit]
-    written: list[Path] = []
-
-    def write(path: Path, data: bytes) -> None:
-        if atomic_write(path, data):
-            written.append(path)
-
+    # Every feed is rendered before any is written, so a failure leaves the old set whole.
+    outputs: list[tuple[Path, bytes]] = []
     if "atom" in formats:
         atom = render_atom(main, settings=settings, feed_url=site.url + "atom.xml")
-        write(public / "atom.xml", atom)
+        outputs.append((public / "atom.xml", atom))
     if "rss" in formats:
         rss = render_rss(main, settings=settings, feed_url=site.url + "rss.xml")
-        write(public / "rss.xml", rss)
+        outputs.append((public / "rss.xml", rss))
     if "json" in formats:
-        write(
-            public / "feed.json",
-            render_json_feed(main, settings=settings, feed_url=site.url + "feed.json"),
+        outputs.append(
+            (public / "feed.json",
+             render_json_feed(main, settings=settings, feed_url=site.url + "feed.json"))
         )
     if "atom" in formats or "rss" in formats:
-        write(public / STYLESHEET_NAME, feed_stylesheet(settings))
+        outputs.append((public / STYLESHEET_NAME, feed_stylesheet(settings)))
 
     categories = _by_category(newest)
     for slug, (names, members) in categories.items():
@@ -153,15 +149,23 @@ def write_feeds(entries: Sequence[Entry], settings: Settings) -> list[Path]:
         shown = members[:limit]
         if "atom" in formats:
             url = base + "atom.xml"
-            write(
-                folder / "atom.xml",
-                render_atom(shown, settings=settings, feed_url=url, title=title, feed_id=url),
+            outputs.append(
+                (folder / "atom.xml",
+                 render_atom(shown, settings=settings, feed_url=url, title=title, feed_id=url))
             )
         if "rss" in formats:
-            write(
-                folder / "rss.xml",
-                render_rss(shown, settings=settings, feed_url=base + "rss.xml", title=title),
+            outputs.append(
+                (folder / "rss.xml",
+                 render_rss(shown, settings=settings, feed_url=base + "rss.xml", title=title))
             )
+    for path, _ in outputs:
+        if path.is_dir() or any(parent.is_file() for parent in path.parents):
+            raise FeedpubError(
+                "is in the way of a feed (a folder where a file goes, or the reverse); "
+                "move it away and build again",
+                path=path,
+            )
+    written = [path for path, data in outputs if atomic_write(path, data)]
     wanted = {_CATEGORY_FILES[f] for f in formats if f in _CATEGORY_FILES}
     _remove_stale_categories(public / CATEGORIES_DIR, keep=set(categories), files=wanted)
     return written

@@ -286,7 +286,7 @@ def _front_matter_findings(post: Post, now: datetime) -> Iterator[Finding]:
     elif post.date > now:
         yield _finding(
             post, post.key_lines.get("date", 1), 1, "future-date",
-            f"dated {post.date.isoformat()}, after now ({now.isoformat()}): "
+            f"dated {post.date.isoformat()}, after now ({now.isoformat(timespec='seconds')}): "
             "not in feeds or email until then",
         )
 

@@ -174,6 +174,11 @@ _MEDIA_SCHEMES = {"http", "https"}
 _URL_ATTRIBUTES = {"href": _LINK_SCHEMES, "cite": _LINK_SCHEMES, "src": _MEDIA_SCHEMES,
                    "poster": _MEDIA_SCHEMES}  # fmt: skip
 
+# An absolute http(s) URL that urljoin returns as it is (no ";" parameters, no query
+# or fragment to normalise) and that is already a URI: most links in a post.
+_PLAIN_WEB_URL = re.compile(
+    r"https?://[A-Za-z0-9.-]+(?::[0-9]+)?(?:/[A-Za-z0-9\-._~/!$&'()*+,=:@]*)?"
+)
 _ID_ATTRIBUTE = re.compile(r"""\sid\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE)
 # Pygments writes the block's colour as the `background` shorthand, which could also
 # carry url(); keep it when it is only a colour.
@@ -213,6 +218,8 @@ def sanitize_html(html: str, *, base_url: str, id_prefix: str = "") -> str:
             return None
         if url.startswith("#"):
             return fragment_link(url[1:])
+        if _PLAIN_WEB_URL.fullmatch(url):
+            return url  # what urljoin and _to_uri would give back unchanged
         try:
             absolute = _to_uri(urljoin(page, url))
         except ValueError:  # an unparsable host such as "http://[x"
@@ -574,7 +581,7 @@ def _add_uniseg_ends(text: str, start: int, stop: int, ends: list[int], limit: i
     """
     while start < stop and len(ends) < limit:
         end = min(stop, start + _UNISEG_WINDOW)
-        found = [start + i for i in grapheme_cluster_boundaries(text[start:end]) if i > 0]
+        found = [start + i for i in _boundaries(text[start:end]) if i > 0]
         if end < stop:
             found.pop()
             if not found:
@@ -584,3 +591,9 @@ def _add_uniseg_ends(text: str, start: int, stop: int, ends: list[int], limit: i
         ends.extend(found)
         start = found[-1]
     return start
+
+
+@functools.lru_cache(maxsize=4096)
+def _boundaries(window: str) -> tuple[int, ...]:
+    # The same emoji sequences and their neighbours come back post after post.
+    return tuple(grapheme_cluster_boundaries(window))

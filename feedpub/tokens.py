@@ -8,6 +8,7 @@ does when a subscriber is forgotten, the old links stop working.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -16,6 +17,24 @@ from typing import Any
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 
 from feedpub.errors import TokenError as TokenError  # re-exported: callers catch it here
+
+
+def N_(message: str) -> str:
+    """Marks ``message`` for the catalogs in ``feedpub/locale``; it is translated when shown."""
+    return message
+
+
+class Reason(str):
+    """An English sentence that keeps its catalog msgid and values, so a page can translate it."""
+
+    msgid: str
+    values: Mapping[str, str]
+
+    def __new__(cls, msgid: str, **values: str) -> Reason:
+        reason = super().__new__(cls, msgid % values if values else msgid)
+        reason.msgid = msgid
+        reason.values = values
+        return reason
 
 
 class Purpose(StrEnum):
@@ -76,18 +95,20 @@ def read_token(
     try:
         payload, issued_at = _serializer(secret, purpose).loads(token, return_timestamp=True)
     except BadSignature:
-        raise TokenError("this link is not valid (it was changed, or is for something else)") \
-            from None
+        raise TokenError(Reason(
+            N_("this link is not valid (it was changed, or is for something else)")
+        )) from None
     if (
         not isinstance(payload, list)
         or len(payload) != 2
         or not isinstance(payload[0], int)
         or not isinstance(payload[1], str)
     ):
-        raise TokenError("this link is not valid (unexpected content)")
+        raise TokenError(Reason(N_("this link is not valid (unexpected content)")))
     issued_at = issued_at.astimezone(UTC)
     if max_age is not None and now - issued_at > max_age:
-        raise TokenError(
-            f"this link expired on {(issued_at + max_age):%Y-%m-%d}; ask for a new one"
-        )
+        raise TokenError(Reason(
+            N_("this link expired on %(date)s; ask for a new one"),
+            date=f"{(issued_at + max_age):%Y-%m-%d}",
+        ))
     return TokenClaim(subscriber_id=payload[0], check=payload[1], issued_at=issued_at)

@@ -8,6 +8,7 @@ import feedparser
 import pytest
 
 from feedpub.build import build, collect_entries, scan
+from feedpub.errors import FeedpubError
 from tests.conftest import BASIC_CONFIG, SiteFactory
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -70,8 +71,8 @@ def test_rebuilding_unchanged_input_renders_nothing_and_writes_identical_bytes(
     first = build(blog.settings(), NOW, jobs=1)
     before = outputs(blog.root)
     second = build(blog.settings(), NOW, jobs=1)
-    assert first.rendered == 4
-    assert second.rendered == 0
+    assert (first.read, first.rendered) == (4, 2)
+    assert (second.read, second.rendered) == (0, 0)
     assert outputs(blog.root) == before
 
 
@@ -79,7 +80,7 @@ def test_one_changed_post_is_the_only_one_rendered_again(blog: SiteFactory) -> N
     build(blog.settings(), NOW, jobs=1)
     blog.write("content/posts/2025-03-01-second.md", post("Second, edited", "2025-03-01"))
     report = build(blog.settings(), NOW, jobs=1)
-    assert report.rendered == 1
+    assert (report.read, report.rendered) == (1, 1)
     assert feedparser.parse(outputs(blog.root)["atom.xml"]).entries[0].title == "Second, edited"
 
 
@@ -87,7 +88,7 @@ def test_touching_a_file_without_changing_it_does_not_render_it(blog: SiteFactor
     build(blog.settings(), NOW, jobs=1)
     path = blog.root / "content/posts/2025-03-01-second.md"
     path.write_bytes(path.read_bytes())
-    assert build(blog.settings(), NOW, jobs=1).rendered == 0
+    assert build(blog.settings(), NOW, jobs=1).read == 0
 
 
 @pytest.mark.parametrize(
@@ -105,7 +106,8 @@ def test_a_change_to_config_or_templates_renders_everything_again(
     build(blog.settings(), NOW, jobs=1)
     assert callable(change)
     change(blog)
-    assert build(blog.settings(), NOW, jobs=1).rendered == 4
+    report = build(blog.settings(), NOW, jobs=1)
+    assert (report.read, report.rendered) == (4, 2)
 
 
 def test_a_config_change_reaches_the_entries(blog: SiteFactory) -> None:
@@ -177,9 +179,10 @@ def test_rendering_on_several_processes_gives_the_same_feeds(make_site: SiteFact
     settings = make_site.settings()
     parallel = build(settings, NOW, jobs=2)
     files = outputs(make_site.root)
-    (make_site.root / ".feedpub-cache" / "entries.sqlite").unlink()
+    (make_site.root / ".feedpub-cache" / "entries-v2.sqlite").unlink()
     serial = build(settings, NOW, jobs=1)
-    assert parallel.rendered == serial.rendered == 80
+    assert parallel.read == serial.read == 80
+    assert parallel.rendered == serial.rendered
     assert outputs(make_site.root) == files
 
 
@@ -193,7 +196,41 @@ def test_a_deleted_post_leaves_the_feeds(blog: SiteFactory) -> None:
 
 def test_a_corrupt_cache_is_rebuilt_not_trusted(blog: SiteFactory) -> None:
     build(blog.settings(), NOW, jobs=1)
-    (blog.root / ".feedpub-cache" / "entries.sqlite").write_bytes(b"not a database" * 100)
+    (blog.root / ".feedpub-cache" / "entries-v2.sqlite").write_bytes(b"not a database" * 100)
     for suffix in ("-wal", "-shm"):
-        (blog.root / ".feedpub-cache" / f"entries.sqlite{suffix}").unlink(missing_ok=True)
-    assert build(blog.settings(), NOW, jobs=1).rendered == 4
+        (blog.root / ".feedpub-cache" / f"entries-v2.sqlite{suffix}").unlink(missing_ok=True)
+    assert build(blog.settings(), NOW, jobs=1).read == 4
+
+
+def test_a_build_renders_only_the_entries_its_feeds_show(make_site: SiteFactory) -> None:
+    posts = {f"2025-02-{n:02d}-p{n}.md": post(f"P{n}", f"2025-02-{n:02d}") for n in range(1, 26)}
+    make_site(posts=posts, config=BASIC_CONFIG.replace("limit = 20", "limit = 5"))
+    report = build(make_site.settings(), NOW, jobs=1)
+    assert (report.read, report.rendered, report.published) == (25, 5, 25)
+    titles = [e.title for e in feedparser.parse(outputs(make_site.root)["atom.xml"]).entries]
+    assert titles == ["P25", "P24", "P23", "P22", "P21"]
+    everything = collect_entries(make_site.settings(), NOW, jobs=1).entries
+    assert len(everything) == 25 and everything[-1].content_html == "<p>Body text.</p>"
+
+
+def test_a_folder_in_the_way_of_a_feed_fails_before_any_feed_changes(blog: SiteFactory) -> None:
+    build(blog.settings(), NOW, jobs=1)
+    before = outputs(blog.root)
+    (blog.root / "public" / "rss.xml").unlink()
+    (blog.root / "public" / "rss.xml").mkdir()
+    blog.write("content/posts/2025-03-01-second.md", post("Second, edited", "2025-03-01"))
+    with pytest.raises(FeedpubError, match="in the way of a feed") as caught:
+        build(blog.settings(), NOW, jobs=1)
+    assert caught.value.path == blog.root.resolve() / "public" / "rss.xml"
+    after = outputs(blog.root)
+    assert after["atom.xml"] == before["atom.xml"]
+
+
+def test_categories_that_differ_only_in_symbols_get_their_own_feeds(
+    make_site: SiteFactory,
+) -> None:
+    make_site(posts={"2025-01-05-langs.md": post("Langs", "2025-01-05",
+                                                 extra="categories: [C++, C#, C, R&D]\n")})
+    build(make_site.settings(), NOW, jobs=1)
+    folders = sorted(p.name for p in (make_site.root / "public" / "categories").iterdir())
+    assert folders == ["c", "c-plus-plus", "c-sharp", "r-and-d"]

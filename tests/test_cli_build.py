@@ -29,7 +29,7 @@ def test_init_then_build_gives_feeds(tmp_path: Path, cli_env: Any) -> None:
     assert ".feedpub-secret" in (site / ".gitignore").read_text()
     result = run("--site", str(site), "build")
     assert result.exit_code == 0, result.output
-    assert "1 published of 1 posts" in result.output
+    assert "1 published of 1 post (" in result.output
     atom = feedparser.parse((site / "public" / "atom.xml").read_bytes())
     assert atom.bozo == 0
     assert atom.feed.title == 'Ada\'s "notes"'

@@ -194,3 +194,17 @@ def test_help_teaches() -> None:
     assert "* * * * * cd /srv/blog && feedpub digest send" in result.output
     worker = CliRunner().invoke(main, ["worker", "--help"])
     assert "SIGTERM" in worker.output and "--concurrency" in worker.output
+
+
+def test_an_unreadable_post_is_named_left_out_and_fails_the_run(cli: Cli) -> None:
+    assert cli("digest", "send", now=T0).exit_code == 0
+    readers(cli, ["a@example.org"])
+    cli.write("2026-01-02-good.md", post("Good news", "2026-01-02 10:00:00 +0000"))
+    cli.write("2026-01-03-broken.md", "---\ntitle: [unclosed\ndate: 2026-01-03\n---\nbody\n")
+
+    result = cli("digest", "send", now=MONDAY_9 + timedelta(minutes=1))
+
+    assert result.exit_code == 1
+    assert "content/posts/2026-01-03-broken.md:" in result.output
+    assert cli.smtp.recorder.count_by_recipient() == {"a@example.org": 1}
+    assert "Good news" in cli.smtp.recorder.messages[0].message["Subject"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import lxml.html
 import pytest
 from babel.messages.extract import extract_from_dir
+from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 
 from feedpub.config import Author, Settings
@@ -399,13 +400,12 @@ def test_confirmation_email(make_site: SiteFactory):
 
 
 def test_catalogs_cover_every_template_word_and_mo_files_are_compiled():
+    with (LOCALE_DIR / "babel.cfg").open(encoding="utf-8") as handle:
+        method_map, options_map = parse_mapping_cfg(handle)
     extracted = {
         message if isinstance(message, str) else message[0]
         for _, _, message, _, _ in extract_from_dir(
-            REPO,
-            method_map=[("feedpub/mail/**.py", "python"),
-                        ("feedpub/templates/email/**.html", "jinja2"),
-                        ("feedpub/templates/email/**.txt", "jinja2")],
+            REPO, method_map=method_map, options_map=options_map
         )
     }
     assert "Read more" in extracted and "Unsubscribe" in extracted

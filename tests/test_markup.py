@@ -7,6 +7,7 @@ import multiprocessing
 import re
 from concurrent.futures import ProcessPoolExecutor
 from typing import Literal
+from urllib.parse import urljoin
 
 import feedparser
 import pytest
@@ -266,6 +267,22 @@ def test_style_keeps_only_properties_readers_keep() -> None:
 )  # fmt: skip
 def test_relative_urls_become_absolute_uris(markup_in: str, xpath: str, expected: str) -> None:
     assert attribute_values(sanitize_html(markup_in, base_url=BASE), xpath) == [expected]
+
+
+@given(
+    st.sampled_from(["http://", "https://"]),
+    st.text(alphabet="aZ09.-", min_size=1, max_size=12),
+    st.sampled_from(["", ":8080", ":"]),
+    st.text(alphabet="aZ09-._~/!$&'()*+,=:@%?#; é", max_size=20),
+)
+def test_links_taken_as_they_are_are_what_joining_and_quoting_would_give(
+    scheme: str, host: str, port: str, rest: str
+) -> None:
+    url = f"{scheme}{host}{port}/{rest}"
+    if not markup._PLAIN_WEB_URL.fullmatch(url):
+        return
+    page = "https://example.com/blog/2025/02/11/taipei/"
+    assert markup._to_uri(urljoin(page, url)) == url
 
 
 def test_srcset_every_candidate_absolute() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 import threading
@@ -17,9 +18,25 @@ import click
 from feedpub.config import Settings, load_settings
 from feedpub.errors import ConfigError, FeedpubError
 
+_COMMAND_MODULES = {
+    "build": "build", "init": "build", "check": "check", "db": "db", "digest": "digest",
+    "worker": "digest", "preview": "preview", "schedule": "schedule", "serve": "serve",
+    "status": "status", "subscribers": "subscribers",
+}
+"""Which module of feedpub.cli defines each command: imported only when the command runs,
+so that `feedpub build` under cron does not pay for the mail, web and database stacks."""
+
 
 class FeedpubGroup(click.Group):
     """Turns a library error into one line on stderr and its exit status, never a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(_COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in _COMMAND_MODULES:
+            importlib.import_module(f"feedpub.cli.{_COMMAND_MODULES[cmd_name]}")
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

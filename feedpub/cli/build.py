@@ -58,8 +58,10 @@ def build(ctx: click.Context, now: str | None, jobs: int | None, quiet: bool) ->
         click.echo(f"error: {error}", err=True)
     if not quiet:
         click.echo(
-            f"{report.published} published of {report.posts} posts ({report.rendered} rendered, "
-            f"the rest from the cache); {len(report.written)} files in {settings.public_dir}"
+            f"{report.published} published of {report.posts} "
+            f"post{'' if report.posts == 1 else 's'} ({report.read} read, "
+            f"{report.rendered} rendered, the rest from the cache); {len(report.written)} "
+            f"files written in {settings.public_dir}"
         )
     if report.errors:
         ctx.exit(1)

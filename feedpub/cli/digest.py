@@ -69,9 +69,11 @@ def _print_report(report: DigestReport) -> None:
             "errors in it; fix them, or send it anyway with --force",
             err=True,
         )
+    for error in report.content_errors:
+        click.echo(f"error: {error}", err=True)
     if report.content_errors:
         click.echo(
-            f"warning: {len(report.content_errors)} post(s) cannot be read and are left out; "
+            f"error: {len(report.content_errors)} post(s) cannot be read and are left out; "
             "run `feedpub check`",
             err=True,
         )
@@ -121,8 +123,9 @@ def send(
 
     \b
     Exit status: 0 all sent; 1 a message failed for good, the mail server was
-    unreachable (the rest stays queued for the next run), or a post was held
-    back because `feedpub check` finds errors in it.
+    unreachable (the rest stays queued for the next run), a post cannot be read
+    (it is left out, as `feedpub build` leaves it out), or a post was held back
+    because `feedpub check` finds errors in it.
 
     \b
     Examples:
@@ -163,7 +166,11 @@ def send(
     else:
         _print_send(report.send)
         click.echo(f"{made}; {_counts(report.send)}")
-    if report.digest.refused or (report.send is not None and not report.send.ok):
+    if (
+        report.digest.refused
+        or report.digest.content_errors
+        or (report.send is not None and not report.send.ok)
+    ):
         ctx.exit(1)
 
 
@@ -199,7 +206,10 @@ def _dry_run(settings: Settings, moment: datetime, newsletter: str | None) -> No
             due = queue.count_due(conn, moment, newsletter=newsletter)
     finally:
         store.close()
-    click.echo(f"would send {due} message(s) queued before this run, then the new editions'")
+    click.echo(
+        f"would also send {due} message(s) already queued before this run"
+        if due else "nothing queued from earlier runs"
+    )
 
 
 @main.command()

@@ -34,7 +34,7 @@ from feedpub.store import (
     subscriber_for_token,
     unsubscribe_subscriber,
 )
-from feedpub.tokens import Purpose, TokenError, make_token, read_token
+from feedpub.tokens import N_, Purpose, Reason, TokenError, make_token, read_token
 
 
 @dataclass(frozen=True)
@@ -175,9 +175,9 @@ def confirm(store: Store, settings: Settings, token: str, *, now: datetime) -> S
         if subscriber.status == Status.ACTIVE:
             return subscriber
         if subscriber.status != Status.PENDING and subscriber.status_changed_at > claim.issued_at:
-            raise TokenError(
+            raise TokenError(Reason(N_(
                 "this link was sent before you unsubscribed; subscribe again for a new one"
-            )
+            )))
         return change_status(conn, subscriber.id, Status.ACTIVE, now=now, source=Source.WEB,
                              detail="confirmation link", resubscribe=True)
 
