@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
@@ -14,10 +15,38 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from feedpub.errors import ConfigError
+from feedpub.mail.i18n import parse_locale
+from feedpub.mail.transports import parse_smtp_url
+from feedpub.schedules import parse_schedule
 
 CONFIG_NAME = "feedpub.toml"
 SECRET_FILE_NAME = ".feedpub-secret"
 FEED_FORMATS = ("atom", "rss", "json")
+DATABASE_URL_VARIABLE = "FEEDPUB_DATABASE_URL"
+MAIL_TRANSPORT_VARIABLE = "FEEDPUB_MAIL_TRANSPORT"
+LANGUAGE_EXAMPLES = "en, de, pt-BR, zh-TW, zh-CN or ja"
+
+KNOWN_KEYS: dict[str, frozenset[str]] = {
+    "": frozenset({"site", "feed", "mail", "database", "web", "scheduler", "newsletter"}),
+    "site": frozenset({
+        "title", "url", "description", "language", "timezone", "author", "permalink",
+        "excerpt_separator", "summary_length",
+    }),
+    "site.author": frozenset({"name", "email"}),
+    "feed": frozenset({"limit", "full_content", "formats"}),
+    "mail": frozenset({
+        "from", "reply_to", "transport", "rate_limit", "envelope_from", "postal_address",
+        "max_html_bytes", "dkim_selector", "dkim_domain", "dkim_key_file",
+    }),
+    "database": frozenset({"url"}),
+    "web": frozenset({"url", "confirm_days"}),
+    "scheduler": frozenset({"misfire_grace_hours", "tick_seconds"}),
+    "newsletter": frozenset({
+        "name", "title", "schedule", "categories", "subject", "full_content", "description",
+    }),
+}
+"""Every key feedpub.toml may set, by table (``""`` is the top level); others are typos."""
+_ARRAYS_OF_TABLES = frozenset({"newsletter"})
 
 
 @dataclass(frozen=True)
@@ -213,6 +242,34 @@ class _Reader:
     def error(self, dotted: str, message: str) -> ConfigError:
         return ConfigError(message, path=self.path, line=self.line_of(dotted), key=dotted)
 
+    def unknown(self, dotted: str, known: frozenset[str], *, table: bool) -> ConfigError:
+        """A key or table feedpub does not read, with the nearest known name."""
+        name = re.sub(r"^.*\.", "", dotted)
+        kind = "table" if table else "key"
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(known))}"
+        line = self.line_of(dotted)
+        if line is None and table:
+            line = self.line_of(dotted + ".")
+        return ConfigError(f"unknown {kind} ({hint})", path=self.path, line=line, key=dotted)
+
+    def check_known(self, data: Mapping[str, Any], schema: str = "", dotted: str = "") -> None:
+        """Refuse keys that no setting reads: a typo must not pass for a default."""
+        known = KNOWN_KEYS[schema]
+        for key, value in data.items():
+            here = f"{dotted}.{key}" if dotted else key
+            if key not in known:
+                raise self.unknown(here, known, table=isinstance(value, dict))
+            inner = f"{schema}.{key}" if schema else key
+            if inner not in KNOWN_KEYS:
+                continue
+            if inner in _ARRAYS_OF_TABLES and isinstance(value, list):
+                for index, item in enumerate(value):
+                    if isinstance(item, dict):
+                        self.check_known(item, inner, f"{here}[{index}]")
+            elif isinstance(value, dict):
+                self.check_known(value, inner, here)
+
     def table(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
         value = data.get(key, {})
         if not isinstance(value, dict):
@@ -299,6 +356,53 @@ def _resolve_maildir(transport: str, site_dir: Path) -> str:
     return transport
 
 
+Blame = Callable[[str], ConfigError]
+
+
+def _overridable(
+    r: _Reader,
+    env: Mapping[str, str],
+    variable: str,
+    table: Mapping[str, Any],
+    key: str,
+    dotted: str,
+    default: str,
+) -> tuple[str, Blame]:
+    """A string the environment may override, and how to blame it: a bad value from
+    the environment names its variable, not a line of the file that it replaced."""
+    value = env.get(variable)
+    if value:
+        return value, lambda message: ConfigError(message, key=variable)
+    return r.string(table, key, dotted, default), lambda message: r.error(dotted, message)
+
+
+def _check_language(r: _Reader, language: str) -> None:
+    """Parse the tag as the newsletter templates will; a tag without a catalog (``de``,
+    ``pt-BR``) is fine and gets English words."""
+    if not language.strip():
+        raise r.error("site.language", f"must not be empty: use a tag such as {LANGUAGE_EXAMPLES}")
+    try:
+        parse_locale(language)
+    except ValueError as exc:
+        raise r.error("site.language", f"{exc}: use a tag such as {LANGUAGE_EXAMPLES}") from None
+
+
+def _check_transport(transport: str, blame: Blame) -> None:
+    if transport.startswith("maildir:"):
+        if not transport[len("maildir:") :].strip():
+            raise blame("'maildir:' needs a folder, e.g. 'maildir:outbox'")
+        return
+    if urlsplit(transport).scheme not in ("smtp", "smtps"):
+        raise blame(
+            f"must be 'maildir:PATH' or 'smtp://user:pass@host:port?tls=starttls', "
+            f"not {transport!r}"
+        )
+    try:
+        parse_smtp_url(transport)
+    except ConfigError as error:
+        raise blame(error.message) from None
+
+
 def _read_secret(site_dir: Path, env: Mapping[str, str]) -> str | None:
     if env.get("FEEDPUB_SECRET"):
         return env["FEEDPUB_SECRET"]
@@ -344,6 +448,7 @@ def parse_settings(
 ) -> Settings:
     env = {} if env is None else env
     r = _Reader(path, text)
+    r.check_known(data)
 
     site = r.table(data, "site")
     timezone = r.string(site, "timezone", "site.timezone", "UTC")
@@ -369,12 +474,14 @@ def parse_settings(
             "(use {year}, {month}, {day}, {slug}, {category})",
         )
     title = r.string(site, "title", "site.title")
+    language = r.string(site, "language", "site.language", "en")
+    _check_language(r, language)
     site_url = _absolute_url(r, r.string(site, "url", "site.url"), "site.url")
     site_config = SiteConfig(
         title=title,
         url=site_url,
         description=r.string(site, "description", "site.description", ""),
-        language=r.string(site, "language", "site.language", "en"),
+        language=language,
         timezone=timezone,
         author=Author(
             name=r.string(author_data, "name", "site.author.name", title),
@@ -399,15 +506,10 @@ def parse_settings(
     )
 
     mail = r.table(data, "mail")
-    transport = env.get("FEEDPUB_MAIL_TRANSPORT") or r.string(
-        mail, "transport", "mail.transport", "maildir:outbox"
+    transport, blame_transport = _overridable(
+        r, env, MAIL_TRANSPORT_VARIABLE, mail, "transport", "mail.transport", "maildir:outbox"
     )
-    if not (transport.startswith("maildir:") or urlsplit(transport).scheme in ("smtp", "smtps")):
-        raise r.error(
-            "mail.transport",
-            f"must be 'maildir:PATH' or 'smtp://user:pass@host:port?tls=starttls', "
-            f"not {transport!r}",
-        )
+    _check_transport(transport, blame_transport)
     dkim = None
     if mail.get("dkim_selector") or mail.get("dkim_domain") or mail.get("dkim_key_file"):
         key_file = Path(r.string(mail, "dkim_key_file", "mail.dkim_key_file"))
@@ -436,14 +538,11 @@ def parse_settings(
     )
 
     database = r.table(data, "database")
-    db_url = env.get("FEEDPUB_DATABASE_URL") or r.string(
-        database, "url", "database.url", "sqlite:///feedpub.db"
+    db_url, blame_db_url = _overridable(
+        r, env, DATABASE_URL_VARIABLE, database, "url", "database.url", "sqlite:///feedpub.db"
     )
     if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", db_url):
-        raise r.error(
-            "database.url",
-            f"must be sqlite:///FILE or postgresql+psycopg://…, not {db_url!r}",
-        )
+        raise blame_db_url(f"must be sqlite:///FILE or postgresql+psycopg://…, not {db_url!r}")
     if db_url.startswith("postgresql://"):
         db_url = "postgresql+psycopg://" + db_url[len("postgresql://") :]
 
@@ -478,11 +577,10 @@ def parse_settings(
         if any(n.name == name for n in newsletters):
             raise r.error(f"{prefix}.name", f"another newsletter is already named {name!r}")
         schedule = r.string(item, "schedule", f"{prefix}.schedule", "0 9 * * MON")
-        if len(schedule.split()) != 5:
-            raise r.error(
-                f"{prefix}.schedule",
-                f"{schedule!r} must be a cron expression of five fields, e.g. '0 9 * * MON'",
-            )
+        try:
+            parse_schedule(schedule, ZoneInfo(timezone))
+        except ConfigError as error:
+            raise r.error(f"{prefix}.schedule", error.message) from None
         newsletters.append(
             NewsletterConfig(
                 name=name,

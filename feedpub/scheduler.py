@@ -45,12 +45,12 @@ from feedpub.digest import (
     DigestReport,
     EditionSummary,
     RunReport,
-    Schedule,
     newsletter_schedule,
     run_once,
 )
 from feedpub.errors import FeedpubError
 from feedpub.mail.transports import open_transport
+from feedpub.schedules import Schedule
 from feedpub.sender import SendOptions
 from feedpub.store.engine import Store
 
@@ -71,7 +71,7 @@ def digest_job_id(newsletter: str) -> str:
 
 
 class SlotTrigger(BaseTrigger):  # type: ignore[misc]
-    """Fires at the slots of a newsletter's :class:`~feedpub.digest.Schedule`.
+    """Fires at the slots of a newsletter's :class:`~feedpub.schedules.Schedule`.
 
     The schedule's triggers are combined as cron combines day of month and day
     of week (either matches). A fixed-hour schedule fires once at a wall-clock

@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
+from click.testing import CliRunner
 
-from feedpub.config import load_settings
+from feedpub.cli import main
+from feedpub.config import Author, load_settings
 from feedpub.errors import ConfigError
+from feedpub.mail.i18n import site_language
+from feedpub.scaffold import init_site
 from tests.conftest import BASIC_CONFIG, SiteFactory
 
 
@@ -108,3 +116,286 @@ def test_a_key_inside_an_inline_table_points_at_its_line(make_site: SiteFactory)
     with pytest.raises(ConfigError) as caught:
         load_settings(make_site(config=config), env={})
     assert (caught.value.key, caught.value.line) == ("site.author.email", 7)
+
+
+# --- everything is validated at load -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "key", "line", "fragment"),
+    [
+        ('schedule = "0 9 * * MON"', 'schedule = "61 9 * * MON"', "newsletter[0].schedule", 22,
+         "(61) is higher than the maximum value (59)"),
+        ('schedule = "0 9 * * MON"', 'schedule = "0 9 * * 8"', "newsletter[0].schedule", 22,
+         "'8' is not a day of the week"),
+        ('schedule = "0 9 * * MON"', 'schedule = "0 9 * * FRI-MON"', "newsletter[0].schedule",
+         22, "runs backwards"),
+        ('transport = "maildir:outbox"', 'transport = "smtp://h:99999"', "mail.transport", 16,
+         "the port must be a number from 1 to 65535"),
+        ('transport = "maildir:outbox"', 'transport = "smtp://mail.example.com?tls=tls13"',
+         "mail.transport", 16, "tls must be starttls, ssl or none, not 'tls13'"),
+        ('transport = "maildir:outbox"', 'transport = "smtps://h?tls=none"', "mail.transport",
+         16, "smtps:// always uses tls=ssl"),
+        ('transport = "maildir:outbox"', 'transport = "maildir:"', "mail.transport", 16,
+         "needs a folder"),
+        ('language = "en"', 'language = "xx-!!"', "site.language", 5,
+         "unknown language tag 'xx-!!'"),
+        ('language = "en"', 'language = ""', "site.language", 5, "must not be empty"),
+    ],
+)
+def test_values_that_would_fail_later_fail_at_load(
+    make_site: SiteFactory, replace: str, by: str, key: str, line: int, fragment: str
+) -> None:
+    assert replace in BASIC_CONFIG
+    site = make_site(config=BASIC_CONFIG.replace(replace, by))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(site, env={})
+    error = caught.value
+    assert (error.key, error.line, error.path) == (key, line, site.resolve() / "feedpub.toml")
+    assert fragment in error.message
+    assert "\n" not in str(error)
+
+
+def test_an_smtp_password_stays_out_of_the_error(make_site: SiteFactory) -> None:
+    config = BASIC_CONFIG.replace(
+        'transport = "maildir:outbox"', 'transport = "smtp://ada:hunter2@h:99999"'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(make_site(config=config), env={})
+    assert "hunter2" not in str(caught.value)
+    assert caught.value.line == 16
+
+
+@pytest.mark.parametrize(
+    "transport",
+    ["smtp://user:p%40ss@smtp.example.com:587?tls=starttls", "smtps://h", "smtp://h?tls=none",
+     "maildir:/var/mail/outbox"],
+)
+def test_good_transports_load(make_site: SiteFactory, transport: str) -> None:
+    config = BASIC_CONFIG.replace('transport = "maildir:outbox"', f'transport = "{transport}"')
+    assert load_settings(make_site(config=config), env={}).mail.transport == transport
+
+
+@pytest.mark.parametrize("tag", ["de", "pt-BR", "zh-TW", "zh-Hant-TW", "es-419", "ar", "EN"])
+def test_language_tags_without_a_catalog_are_accepted(make_site: SiteFactory, tag: str) -> None:
+    config = BASIC_CONFIG.replace('language = "en"', f'language = "{tag}"')
+    assert load_settings(make_site(config=config), env={}).site.language == tag
+
+
+MAIL_KEYS = (
+    "dkim_domain, dkim_key_file, dkim_selector, envelope_from, from, max_html_bytes, "
+    "postal_address, rate_limit, reply_to, transport"
+)
+
+
+@pytest.mark.parametrize(
+    "tag",
+    ["en", "zh-TW", "pt_BR", "de-CH-1996", "en-GB-oxendict", "sr-Latn", "und", "xx", "tlh",
+     "x-private", "en-US-u-ca-gregory", "zh-Hant-", "日本語", " en"],
+)
+def test_load_accepts_a_language_exactly_when_the_newsletters_can_use_it(
+    make_site: SiteFactory, tag: str
+) -> None:
+    try:
+        site_language(tag, ZoneInfo("UTC"))
+        usable = True
+    except ConfigError:
+        usable = False
+    site = make_site(config=BASIC_CONFIG.replace('language = "en"', f'language = "{tag}"'))
+    try:
+        load_settings(site, env={})
+        loads = True
+    except ConfigError as error:
+        assert (error.key, error.line) == ("site.language", 5)
+        loads = False
+    assert loads == usable
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "key", "line", "hint"),
+    [
+        ('title = "Test Site"', 'title = "Test Site"\ntitel = "typo"', "site.titel", 3,
+         "did you mean 'title'?"),
+        ('title = "Test Site"', 'titel = "Test Site"', "site.titel", 2,
+         "did you mean 'title'?"),
+        ("full_content = true", "full_contents = false", "feed.full_contents", 12,
+         "did you mean 'full_content'?"),
+        ('email = "ada@example.com"', 'emial = "ada@example.com"', "site.author.emial", 7,
+         "did you mean 'email'?"),
+        ("rate_limit = 0", "rate_limit = 0\nsmtp_host = 'mail'", "mail.smtp_host", 18,
+         f"known: {MAIL_KEYS}"),
+    ],
+)
+def test_an_unknown_key_is_named_with_a_suggestion(
+    make_site: SiteFactory, replace: str, by: str, key: str, line: int, hint: str
+) -> None:
+    assert replace in BASIC_CONFIG
+    site = make_site(config=BASIC_CONFIG.replace(replace, by))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(site, env={})
+    error = caught.value
+    assert (error.key, error.line) == (key, line)
+    assert str(error) == f"{site.resolve() / 'feedpub.toml'}:{line}: {key}: unknown key ({hint})"
+
+
+def test_an_unknown_key_in_the_second_newsletter_points_at_its_line(
+    make_site: SiteFactory,
+) -> None:
+    config = BASIC_CONFIG + '\n[[newsletter]]\nname = "daily"\nschedulle = "0 7 * * *"\n'
+    with pytest.raises(ConfigError, match=r"did you mean 'schedule'\?") as caught:
+        load_settings(make_site(config=config), env={})
+    assert (caught.value.key, caught.value.line) == ("newsletter[1].schedulle", 26)
+
+
+@pytest.mark.parametrize(
+    ("header", "key", "hint"),
+    [
+        ("[feeds]", "feeds", "did you mean 'feed'?"),
+        ("[smtp]", "smtp", "known: database, feed, mail, newsletter, scheduler, site, web"),
+        ("[site.social]", "site.social", "known: "),
+    ],
+)
+def test_an_unknown_table_is_named(
+    make_site: SiteFactory, header: str, key: str, hint: str
+) -> None:
+    config = BASIC_CONFIG + f'\n{header}\nhost = "x"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_settings(make_site(config=config), env={})
+    error = caught.value
+    assert (error.key, error.line) == (key, 24)
+    assert error.message.startswith("unknown table (")
+    assert hint in error.message
+
+
+def test_every_documented_key_is_known(make_site: SiteFactory) -> None:
+    config = """\
+[site]
+title = "Ada's notes ✍️"
+url = "https://ada.example/"
+description = "Notes on engines"
+language = "zh-TW"
+timezone = "Europe/Berlin"
+permalink = "/{year}/{month}/{day}/{slug}/"
+excerpt_separator = "<!--more-->"
+summary_length = 280
+
+[site.author]
+name = "Ada"
+email = "ada@example.com"
+
+[feed]
+limit = 20
+full_content = true
+formats = ["atom", "rss", "json"]
+
+[mail]
+from = "Ada's notes <news@ada.example>"
+reply_to = "ada@example.com"
+transport = "smtp://ada:p%40ss@smtp.ada.example:587?tls=starttls&timeout=10&pool=2"
+rate_limit = 20
+envelope_from = "bounces@ada.example"
+postal_address = "Ada, 1 Engine Lane, London"
+max_html_bytes = 102000
+dkim_selector = "feedpub"
+dkim_domain = "ada.example"
+dkim_key_file = "dkim.pem"
+
+[database]
+url = "sqlite:///feedpub.db"
+
+[web]
+url = "https://ada.example/"
+confirm_days = 7
+
+[scheduler]
+misfire_grace_hours = 6
+tick_seconds = 60
+
+[[newsletter]]
+name = "weekly"
+title = "Ada's notes weekly"
+schedule = "0 9 13 * 5"
+categories = []
+subject = "{{ newsletter.title }}: {{ first.title }}"
+full_content = true
+description = "Every Friday"
+
+[[newsletter]]
+name = "daily"
+schedule = "30 2 * * *"
+"""
+    settings = load_settings(make_site(config=config), env={})
+    assert settings.site.author == Author("Ada", "ada@example.com")
+    assert settings.mail.dkim is not None
+    assert [n.schedule for n in settings.newsletters] == ["0 9 13 * 5", "30 2 * * *"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        ("FEEDPUB_DATABASE_URL", "bogus://x", "must be sqlite:///FILE or postgresql"),
+        ("FEEDPUB_MAIL_TRANSPORT", "ftp://x", "must be 'maildir:PATH' or 'smtp://"),
+        ("FEEDPUB_MAIL_TRANSPORT", "smtp://h:99999", "the port must be a number"),
+        ("FEEDPUB_MAIL_TRANSPORT", "maildir:", "needs a folder"),
+    ],
+)
+def test_a_bad_environment_override_names_the_variable_not_the_file(
+    make_site: SiteFactory, variable: str, value: str, fragment: str
+) -> None:
+    site = make_site(config=BASIC_CONFIG + '\n[database]\nurl = "sqlite:///feedpub.db"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(site, env={variable: value})
+    error = caught.value
+    assert (error.key, error.line, error.path) == (variable, None, None)
+    assert str(error).startswith(f"{variable}: ")
+    assert fragment in error.message
+    assert "feedpub.toml" not in str(error)
+
+
+def test_the_repositorys_own_site_loads() -> None:
+    repository = Path(__file__).resolve().parents[1]
+    settings = load_settings(repository, env={})
+    assert [n.name for n in settings.newsletters] == ["weekly", "releases"]
+
+
+def test_the_init_template_loads(tmp_path: Path) -> None:
+    init_site(tmp_path / "new", now=datetime(2026, 1, 5, tzinfo=UTC), title='Ada "the" 🦄 Blog',
+              url="https://ada.example/blog")
+    settings = load_settings(tmp_path / "new", env={})
+    assert settings.site.title == 'Ada "the" 🦄 Blog'
+    assert settings.newsletters[0].schedule == "0 9 * * MON"
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "line"),
+    [
+        ('transport = "maildir:outbox"', 'transport = "smtp://h:99999"', 16),
+        ('schedule = "0 9 * * MON"', 'schedule = "61 9 * * MON"', 22),
+        ('title = "Test Site"', 'title = "Test Site"\ntitel = "typo"', 3),
+    ],
+)
+@pytest.mark.parametrize(
+    "command", [["digest", "send"], ["digest", "send", "--dry-run"], ["preview"], ["build"]]
+)
+def test_the_cli_stops_on_a_config_error_before_touching_anything(
+    make_site: SiteFactory,
+    cli_env: Callable[..., Any],
+    replace: str,
+    by: str,
+    line: int,
+    command: list[str],
+) -> None:
+    site = make_site(
+        config=BASIC_CONFIG.replace(replace, by),
+        posts={"2026-01-01-hello.md": "---\ntitle: Hello\n---\nHi.\n"},
+    )
+    result = CliRunner().invoke(
+        main, ["--site", str(site), *command, "--now", "2026-01-05T09:00:00+00:00"]
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {site.resolve() / 'feedpub.toml'}:{line}: ")
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.output
+    assert not (site / "feedpub.db").exists()
+    assert not (site / "public").exists()
+    assert not (site / "outbox").exists()

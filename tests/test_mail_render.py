@@ -377,10 +377,11 @@ def test_template_using_an_unknown_variable_names_the_template(make_site: SiteFa
     assert "missing" in str(caught.value)
 
 
-def test_unknown_site_language_is_a_config_error(make_site: SiteFactory):
-    settings = site_settings(make_site, language='language = "xx-nonsense-1"')
+def test_unknown_site_language_is_a_config_error_before_anything_renders(
+    make_site: SiteFactory,
+):
     with pytest.raises(ConfigError) as caught:
-        render(settings, [make_entry(1)])
+        site_settings(make_site, language='language = "xx-nonsense-1"')
     assert caught.value.key == "site.language"
 
 

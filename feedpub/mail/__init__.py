@@ -7,42 +7,7 @@
 ...                            edition_key="weekly/2026-w05")         # doctest: +SKIP
 >>> data = template.build(Recipient("ada@example.com", "Ada", unsub, prefs),
 ...                       date=now)                                   # doctest: +SKIP
+
+The submodules are imported by name: importing the package loads none of them,
+so the settings can use the transports' URL parser without loading premailer.
 """
-
-from __future__ import annotations
-
-from feedpub.mail.message import (
-    DkimSigner,
-    MessageTemplate,
-    build_confirmation_message,
-    build_message,
-    message_id,
-    prepare_message,
-    sign_message,
-)
-from feedpub.mail.render import (
-    MailContent,
-    Recipient,
-    RenderedEdition,
-    personalize,
-    render_confirmation,
-    render_edition,
-    render_subject,
-)
-
-__all__ = [
-    "DkimSigner",
-    "MailContent",
-    "MessageTemplate",
-    "Recipient",
-    "RenderedEdition",
-    "build_confirmation_message",
-    "build_message",
-    "message_id",
-    "personalize",
-    "prepare_message",
-    "render_confirmation",
-    "render_edition",
-    "render_subject",
-    "sign_message",
-]
