@@ -149,7 +149,7 @@ def scan(
         for path in files:
             relpath = str(path)[prefix:].replace(os.sep, "/")
             present.add(relpath)
-            stat = os.stat(path)
+            stat = path.stat()
             row = cached.get(relpath)
             if (
                 row is not None
