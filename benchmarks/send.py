@@ -1,22 +1,29 @@
-"""How fast `feedpub digest send` mails a list, next to a bare smtplib loop, and its memory.
+"""How fast `feedpub digest send` mails a list, next to a bare smtplib loop; its memory; the
+per-recipient cost; DKIM signing on one process and spread over the CPUs.
 
-Everything runs on this machine: a local aiosmtpd server (in its own process),
-a site in a temporary folder, SQLite and, with ``--postgres URL``, PostgreSQL
-(in a schema of its own, dropped afterwards). For each database:
+Everything runs on this machine: a local aiosmtpd server that accepts and
+drops every message (in its own process), a site in a temporary folder,
+SQLite and, with ``--postgres URL`` (default: ``$FEEDPUB_TEST_DATABASE_URL``),
+PostgreSQL in a schema of its own that is dropped afterwards.
 
-1. ``digest send --queue-only``: makes the edition and queues one delivery per
-   subscriber (timed);
-2. ``digest send``: sends them (timed; the process's start-up is included);
-3. a bare ``smtplib`` loop sending the same message N times on one reused
-   connection to the same server, in its own process.
-
-Then the sender's peak memory (``ru_maxrss`` of the ``digest send`` process,
-read with ``os.wait4``) at each size of ``--memory-sizes``, on SQLite, with a
-one-post edition (a small message keeps the 100,000-message run short).
+1. Rate, ``--rounds`` times, interleaved (the order rotates each round, so
+   that a machine busy with other work slows all alike): ``feedpub digest
+   send`` of N queued messages (its process start-up included), and a bare
+   ``smtplib`` loop that sends the same message N times on reused connections
+   to the same server, in a process of its own: on one connection, and on as
+   many as ``--concurrency`` (a thread each). Wall time, CPU time of each client
+   process, and CPU time of the server process.
+2. Peak memory (``ru_maxrss``) of ``digest send`` at each of ``--memory-sizes``
+   subscribers, on SQLite, with a one-post edition.
+3. Per recipient: the sender's own composer (two signed links, placeholder
+   substitution, MIME) and the template's ``build`` alone, without DKIM.
+4. DKIM (a fresh 2048-bit key): the same send with signing in the sending
+   threads (1 process) and in a pool of one process per CPU.
 
     python benchmarks/send.py
-    python benchmarks/send.py --subscribers 10000 --memory-sizes 10000,100000 \\
+    python benchmarks/send.py --subscribers 10000 --rounds 3 --memory-sizes 10000,100000 \\
         --postgres postgresql+psycopg://postgres@127.0.0.1:5432/test
+    python benchmarks/send.py --subscribers 2000 --rounds 1 --memory-sizes '' --dkim-subscribers 0
 """
 
 from __future__ import annotations
@@ -24,16 +31,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import resource
 import smtplib
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -41,11 +51,16 @@ import sqlalchemy as sa
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 MONDAY_9 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+SEND_AT = MONDAY_9 + timedelta(minutes=1)
 BODY = "\n\n".join(
     f"Paragraph {n}: a digest reads like a letter, with [a link](https://example.com/{n}/) "
     "and some **bold** words, 中文 and émoji 🎉 to keep the encoder honest."
     for n in range(1, 25)
 )
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 # --- the server and the bare loop, each in a process of its own ------------------------
@@ -69,27 +84,79 @@ def serve() -> None:
     controller.stop()
 
 
-def bare_loop(port: int, count: int, message_file: str) -> None:
+def bare_loop(port: int, count: int, message_file: str, connections: int) -> None:
+    """``count`` messages over ``connections`` reused connections, one thread each."""
+    from concurrent.futures import ThreadPoolExecutor
+
     message = Path(message_file).read_bytes()
-    with smtplib.SMTP("127.0.0.1", port) as connection:
-        start = time.perf_counter()
-        for number in range(count):
-            connection.sendmail("news@example.com", [f"reader{number}@example.org"], message)
-        print(time.perf_counter() - start, flush=True)
+
+    def send(numbers: range) -> None:
+        with smtplib.SMTP("127.0.0.1", port) as connection:
+            for number in numbers:
+                connection.sendmail("news@example.com", [f"reader{number}@example.org"],
+                                    message)
+
+    with ThreadPoolExecutor(connections) as threads:
+        list(threads.map(send, [range(n, count, connections) for n in range(connections)]))
+
+
+@dataclass
+class Sink:
+    port: int
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """The server process's CPU time so far (Linux; 0 elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
-def smtp_sink() -> Iterator[int]:
+def smtp_sink() -> Iterator[Sink]:
     process = subprocess.Popen(
         [sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         text=True,
     )
     assert process.stdout is not None and process.stdin is not None
     try:
-        yield int(process.stdout.readline())
+        yield Sink(int(process.stdout.readline()), process.pid)
     finally:
         process.stdin.close()
         process.wait(timeout=30)
+
+
+# --- timing a process ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """One timed process: wall seconds, CPU seconds (its own), peak RSS, the server's CPU."""
+
+    wall: float
+    cpu: float
+    rss_kib: int
+    server_cpu: float
+    load: float
+    output: str = ""
+
+
+def timed(command: list[str], sink: Sink | None, env: dict[str, str] | None = None) -> Run:
+    server_before = sink.cpu_seconds() if sink else 0.0
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    assert process.stdout is not None
+    output = process.stdout.read().decode()
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command[:6])}… failed:\n{output}")
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss,
+               (sink.cpu_seconds() - server_before) if sink else 0.0, os.getloadavg()[0],
+               output)
 
 
 # --- a site with N subscribers -------------------------------------------------------------
@@ -99,32 +166,46 @@ def smtp_sink() -> Iterator[int]:
 class Site:
     root: Path
     database_url: str
-    port: int
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDPUB_")}
         env.update(FEEDPUB_SECRET="benchmark-secret", FEEDPUB_DATABASE_URL=self.database_url)
         return env
 
-    def feedpub(self, *args: str) -> tuple[float, int, str]:
-        """Run a feedpub command; its wall time, peak memory (KiB) and output."""
-        start = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "feedpub", "--site", str(self.root), *args],
-            env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
-        assert process.stdout is not None
-        output = process.stdout.read().decode()
-        _, status, usage = os.wait4(process.pid, 0)
-        elapsed = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
-            raise SystemExit(f"feedpub {' '.join(args)} failed:\n{output}")
-        return elapsed, usage.ru_maxrss, output
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "feedpub", "--site", str(self.root), *args]
+
+    def feedpub(self, *args: str, sink: Sink | None = None) -> Run:
+        return timed(self.command(*args), sink, self.env())
+
+    def requeue(self) -> None:
+        """Every delivery back in the queue, as if never sent (between rounds)."""
+        from feedpub.store import open_store
+        from feedpub.store.schema import deliveries
+
+        store = open_store(self.database_url)
+        try:
+            with store.write() as conn:
+                conn.execute(deliveries.update().values(
+                    status="queued", attempts=0, next_attempt_at=MONDAY_9, claimed_by=None,
+                    claimed_at=None, sent_at=None, last_reply=None, message_id=None))
+        finally:
+            store.close()
+
+    def sent(self) -> int:
+        from feedpub.store import open_store, queue
+
+        store = open_store(self.database_url)
+        try:
+            with store.read() as conn:
+                return queue.status_counts(conn).get("sent", 0)
+        finally:
+            store.close()
 
 
-def make_site(root: Path, database_url: str, port: int, subscribers: int,
-              concurrency: int, *, posts: int = 3) -> Site:
+def make_site(root: Path, database_url: str, port: int, subscribers: int, concurrency: int,
+              *, posts: int = 3, mail_extra: str = "") -> Site:
+    """The site, its subscribers, the baseline, the posts; the edition is queued."""
     from feedpub.config import load_settings
     from feedpub.digest import make_editions
     from feedpub.store import open_store
@@ -141,14 +222,14 @@ url = "https://example.com/"
 from = "Benchmark <news@example.com>"
 transport = "smtp://127.0.0.1:{port}?tls=none&pool={concurrency}"
 rate_limit = 0
-
+{mail_extra}
 [[newsletter]]
 name = "weekly"
 schedule = "0 9 * * MON"
 """, encoding="utf-8")
     (root / "content" / "posts" / "2025-12-01-old.md").write_text(
         "---\ntitle: Old\ndate: 2025-12-01 10:00:00 +0000\n---\n\nOld.\n", encoding="utf-8")
-    site = Site(root, database_url, port)
+    site = Site(root, database_url)
     store = open_store(database_url)
     try:
         make_editions(load_settings(root, env=site.env()), store, T0)  # the baseline
@@ -172,45 +253,8 @@ schedule = "0 9 * * MON"
         (root / "content" / "posts" / f"2026-01-0{number + 1}-post-{number}.md").write_text(
             f"---\ntitle: Post {number}\ndate: 2026-01-0{number + 1} 10:00:00 +0000\n---\n\n"
             f"{BODY if posts > 1 else 'One short paragraph.'}\n", encoding="utf-8")
+    site.feedpub("digest", "send", "--queue-only", "--now", MONDAY_9.isoformat())
     return site
-
-
-def sample_message(site: Site) -> bytes:
-    """One recipient's message of the queued edition, as the sender builds it."""
-    from feedpub.config import load_settings
-    from feedpub.mail.message import prepare_message
-    from feedpub.mail.render import Recipient
-    from feedpub.store import open_store
-    from feedpub.store.editions import get_edition
-    from feedpub.store.schema import editions
-
-    settings = load_settings(site.root, env=site.env())
-    store = open_store(site.database_url)
-    try:
-        with store.read() as conn:
-            edition_id = conn.execute(
-                sa.select(sa.func.max(editions.c.id)).where(editions.c.kind == "digest")
-            ).scalar_one()
-            edition = get_edition(conn, edition_id)
-    finally:
-        store.close()
-    assert edition is not None
-    template = prepare_message(settings=settings, newsletter=settings.newsletters[0],
-                               rendered=edition, edition_key="benchmark")
-    recipient = Recipient("reader0@example.org", "", "https://example.com/unsubscribe/x",
-                          "https://example.com/preferences/x")
-    return template.build(recipient, date=MONDAY_9)
-
-
-def sent_count(site: Site) -> int:
-    from feedpub.store import open_store, queue
-
-    store = open_store(site.database_url)
-    try:
-        with store.read() as conn:
-            return queue.status_counts(conn).get("sent", 0)
-    finally:
-        store.close()
 
 
 @contextmanager
@@ -232,94 +276,323 @@ def database(kind: str, workdir: Path, postgres: str | None) -> Iterator[str]:
         admin.dispose()
 
 
-def rate_run(kind: str, count: int, port: int, concurrency: int,
-             postgres: str | None) -> dict[str, object]:
-    with tempfile.TemporaryDirectory() as tmp, \
-            database(kind, Path(tmp), postgres) as url:
-        site = make_site(Path(tmp) / "site", url, port, count, concurrency)
-        queue_time, queue_rss, _ = site.feedpub("digest", "send", "--queue-only",
-                                                "--now", MONDAY_9.isoformat())
-        send_time, send_rss, output = site.feedpub(
-            "digest", "send", "--concurrency", str(concurrency),
-            "--now", (MONDAY_9 + timedelta(minutes=1)).isoformat())
-        sent = sent_count(site)
-        if sent != count:
-            raise SystemExit(f"{kind}: sent {sent} of {count}:\n{output}")
-        message = Path(tmp) / "message.eml"
-        message.write_bytes(sample_message(site))
-        bare = subprocess.run(
-            [sys.executable, __file__, "--bare", str(port), str(count), str(message)],
-            capture_output=True, text=True, check=True,
-        )
-        bare_time = float(bare.stdout)
-        return {
-            "database": kind,
-            "subscribers": count,
-            "message_bytes": message.stat().st_size,
-            "queue_seconds": round(queue_time, 2),
-            "send_seconds": round(send_time, 2),
-            "send_per_second": round(count / send_time, 1),
-            "bare_smtplib_seconds": round(bare_time, 2),
-            "bare_smtplib_per_second": round(count / bare_time, 1),
-            "sender_peak_rss_mib": round(send_rss / 1024, 1),
-            "queue_peak_rss_mib": round(queue_rss / 1024, 1),
-        }
+def composed(site: Site, limit: int) -> tuple[object, list[object]]:
+    """The sender's composer for the site, and up to ``limit`` claims of its queue."""
+    from feedpub.config import load_settings
+    from feedpub.sender import _Composer, offset_clock
+    from feedpub.store import open_store, queue
+
+    settings = load_settings(site.root, env=site.env())
+    store = open_store(site.database_url)
+    with store.write() as conn:
+        claims = queue.claim(conn, worker="benchmark", now=SEND_AT, limit=limit)
+    composer = _Composer(settings, store, offset_clock(SEND_AT), None)
+    composer.prepared(claims[0].edition_id)
+    store.close()  # the edition is cached: the composer reads no more
+    return composer, list(claims)
 
 
-def memory_run(count: int, port: int, concurrency: int) -> dict[str, object]:
-    """A one-post edition: memory does not depend on the message's size, and the
-    local server takes a small message several times faster."""
-    with tempfile.TemporaryDirectory() as tmp, database("sqlite", Path(tmp), None) as url:
-        site = make_site(Path(tmp) / "site", url, port, count, concurrency, posts=1)
-        queue_time, queue_rss, _ = site.feedpub("digest", "send", "--queue-only",
-                                                "--now", MONDAY_9.isoformat())
-        send_time, send_rss, output = site.feedpub(
-            "digest", "send", "--concurrency", str(concurrency),
-            "--now", (MONDAY_9 + timedelta(minutes=1)).isoformat())
-        if sent_count(site) != count:
-            raise SystemExit(f"sent fewer than {count}:\n{output}")
-        return {
-            "subscribers": count,
-            "queue_seconds": round(queue_time, 2),
-            "queue_peak_rss_mib": round(queue_rss / 1024, 1),
-            "send_seconds": round(send_time, 2),
-            "sender_peak_rss_mib": round(send_rss / 1024, 1),
-        }
+# --- 1. the rate, next to the bare loop ------------------------------------------------------
+
+
+@dataclass
+class RatePair:
+    database: str
+    feedpub: list[Run] = field(default_factory=list)
+    bare: list[Run] = field(default_factory=list)
+    """One connection."""
+    bare_pool: list[Run] = field(default_factory=list)
+    """As many connections as `digest send` uses, a thread each."""
+
+
+def rate_rounds(kinds: list[str], count: int, rounds: int, sink: Sink, concurrency: int,
+                postgres: str | None, tmp: Path) -> list[RatePair]:
+    pairs = []
+    with ExitStack() as stack:
+        sites = {}
+        for kind in kinds:
+            url = stack.enter_context(database(kind, tmp / kind, postgres))
+            (tmp / kind).mkdir(exist_ok=True)
+            say(f"{kind}: making {count:,} subscribers and queueing the edition")
+            site = make_site(tmp / kind / "site", url, sink.port, count, concurrency)
+            sites[kind] = site
+            pairs.append(RatePair(kind))
+        message = tmp / "message.eml"
+        composer, claims = composed(sites[kinds[0]], 1)
+        message.write_bytes(composer.message(claims[0])[0])  # type: ignore[attr-defined]
+        sites[kinds[0]].requeue()
+        for number in range(rounds):
+            for pair in pairs:
+                site = sites[pair.database]
+                steps = ["feedpub", "bare", "bare×c"]
+                steps = steps[number % 3:] + steps[:number % 3]
+                for step in steps:
+                    if step == "feedpub":
+                        site.requeue()
+                        run = site.feedpub("digest", "send", "--concurrency", str(concurrency),
+                                           "--now", SEND_AT.isoformat(), sink=sink)
+                        if site.sent() != count:
+                            raise SystemExit(f"sent {site.sent()} of {count}:\n{run.output}")
+                        pair.feedpub.append(run)
+                    else:
+                        connections = 1 if step == "bare" else concurrency
+                        run = timed([sys.executable, __file__, "--bare", str(sink.port),
+                                     str(count), str(message), str(connections)], sink)
+                        (pair.bare if connections == 1 else pair.bare_pool).append(run)
+                    say(f"round {number + 1} {pair.database:10} {step:7} {count / run.wall:7.1f}"
+                        f" msg/s  client CPU {run.cpu / count * 1000:.2f} ms/msg  server CPU "
+                        f"{run.server_cpu / count * 1000:.2f} ms/msg  load {run.load:.1f}")
+    return pairs
+
+
+# --- 2. memory ---------------------------------------------------------------------------
+
+
+def memory_run(count: int, sink: Sink, concurrency: int, tmp: Path) -> Run:
+    """A one-post edition: memory does not depend on the message's size, and the local
+    server takes a small message several times faster."""
+    folder = tmp / f"memory-{count}"
+    folder.mkdir()
+    with database("sqlite", folder, None) as url:
+        say(f"memory: making {count:,} subscribers")
+        site = make_site(folder / "site", url, sink.port, count, concurrency, posts=1)
+        run = site.feedpub("digest", "send", "--concurrency", str(concurrency),
+                           "--now", SEND_AT.isoformat(), sink=sink)
+        if site.sent() != count:
+            raise SystemExit(f"sent fewer than {count}:\n{run.output}")
+    say(f"memory {count:>7,}: peak RSS {run.rss_kib / 1024:.1f} MiB, {count / run.wall:.0f} msg/s")
+    return run
+
+
+# --- 3. per recipient ------------------------------------------------------------------------
+
+
+def recipient_cost(sink: Sink, tmp: Path, count: int = 2000) -> dict[str, float]:
+    from feedpub.mail.render import Recipient
+
+    folder = tmp / "recipients"
+    folder.mkdir()
+    with database("sqlite", folder, None) as url:
+        site = make_site(folder / "site", url, sink.port, count, 1)
+        composer, claims = composed(site, count)
+    template = composer.prepared(claims[0].edition_id).template  # type: ignore[attr-defined]
+    recipient = Recipient("reader0@example.org", "Zoë", "https://example.com/unsubscribe/x",
+                          "https://example.com/preferences/x")
+    best_compose = best_build = float("inf")
+    size = 0
+    for _ in range(5):
+        start = time.process_time()
+        for claim in claims:
+            size = len(composer.message(claim)[0])  # type: ignore[attr-defined]
+        best_compose = min(best_compose, (time.process_time() - start) / len(claims))
+        start = time.process_time()
+        for _ in claims:
+            template.build(recipient, date=SEND_AT)
+        best_build = min(best_build, (time.process_time() - start) / len(claims))
+    result = {"compose_ms": best_compose * 1000, "build_ms": best_build * 1000,
+              "message_bytes": size}
+    say(f"per recipient: {result['compose_ms']:.3f} ms with its two signed links, "
+        f"{result['build_ms']:.3f} ms for the MIME build alone ({size:,} bytes)")
+    return result
+
+
+# --- 4. DKIM -------------------------------------------------------------------------------
+
+
+def library_send(root: str, processes: int, concurrency: int) -> None:
+    """In its own process: `digest send`'s library call with ``sign_processes``; prints
+    its wall time and the CPU time of itself and of the signing processes."""
+    from feedpub.config import load_settings
+    from feedpub.mail.transports import open_transport
+    from feedpub.sender import SendOptions, offset_clock, send_queued
+    from feedpub.store import open_store
+
+    settings = load_settings(Path(root), env=dict(os.environ))
+    store = open_store(settings.database.url)
+    start = time.perf_counter()
+    with open_transport(settings.mail.transport) as transport:
+        report = send_queued(settings, store, transport, clock=offset_clock(SEND_AT),
+                             options=SendOptions(concurrency=concurrency,
+                                                 sign_processes=processes))
+    wall = time.perf_counter() - start
+    store.close()
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(json.dumps({"sent": report.sent, "wall": wall,
+                      "cpu": own.ru_utime + own.ru_stime,
+                      "children_cpu": children.ru_utime + children.ru_stime}))
+
+
+def dkim_runs(count: int, processes: list[int], rounds: int, sink: Sink, concurrency: int,
+              tmp: Path) -> dict[int, list[dict[str, float]]]:
+    folder = tmp / "dkim"
+    folder.mkdir()
+    key = folder / "dkim.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True,
+                   capture_output=True)
+    extra = (f'dkim_selector = "bench"\ndkim_domain = "example.com"\n'
+             f'dkim_key_file = "{key}"\n')
+    results: dict[int, list[dict[str, float]]] = {p: [] for p in processes}
+    with database("sqlite", folder, None) as url:
+        say(f"dkim: making {count:,} subscribers")
+        site = make_site(folder / "site", url, sink.port, count, concurrency, mail_extra=extra)
+        for number in range(rounds):
+            for p in processes if number % 2 == 0 else processes[::-1]:
+                site.requeue()
+                run = timed([sys.executable, __file__, "--library-send", str(site.root),
+                             str(p), str(concurrency)], sink, site.env())
+                figures = json.loads(run.output.strip().splitlines()[-1])
+                if figures["sent"] != count:
+                    raise SystemExit(f"dkim: sent {figures['sent']} of {count}")
+                figures["server_cpu"] = run.server_cpu
+                figures["load"] = run.load
+                results[p].append(figures)
+                say(f"round {number + 1} dkim, {p} signing process(es): "
+                    f"{count / figures['wall']:.1f} msg/s, CPU {figures['cpu']:.1f} s here + "
+                    f"{figures['children_cpu']:.1f} s in the pool, load {run.load:.1f}")
+    return results
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
+            f"{datetime.now(UTC):%Y-%m-%d}")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def report(args: argparse.Namespace, pairs: list[RatePair], memory: list[tuple[int, Run]],
+           per_recipient: dict[str, float] | None,
+           dkim: dict[int, list[dict[str, float]]], loads: list[float]) -> str:
+    n = args.subscribers
+    lines = [f"Machine: {machine()}; load average {min(loads):.1f}–{max(loads):.1f} "
+             "during the run.",
+             ""]
+    if pairs:
+        c = args.concurrency
+        lines += [
+            f"Rate, {n:,} subscribers, concurrency {c}, {args.rounds} rounds (medians; each "
+            "ratio is of runs of the same round):", "",
+            f"| database | `digest send` msg/s | bare smtplib, 1 connection | bare smtplib, {c} "
+            "connections | ratio to 1 connection (per round) | ratio to the faster bare "
+            "(per round) | client CPU ms/msg, feedpub / bare 1 | server CPU ms/msg, feedpub / "
+            "bare 1 |",
+            "| --- | ---: | ---: | ---: | --- | --- | --- | --- |",
+        ]
+        for pair in pairs:
+            ours = [n / r.wall for r in pair.feedpub]
+            single = [n / r.wall for r in pair.bare]
+            pooled = [n / r.wall for r in pair.bare_pool]
+            to_single = [a / b for a, b in zip(ours, single, strict=True)]
+            to_best = [a / max(b, p) for a, b, p in zip(ours, single, pooled, strict=True)]
+            lines.append(
+                f"| {pair.database} | {median(ours):.1f} | {median(single):.1f} | "
+                f"{median(pooled):.1f} | "
+                f"{median(to_single):.0%} ({', '.join(f'{r:.0%}' for r in to_single)}) | "
+                f"{median(to_best):.0%} ({', '.join(f'{r:.0%}' for r in to_best)}) | "
+                f"{median([r.cpu / n * 1000 for r in pair.feedpub]):.2f} / "
+                f"{median([r.cpu / n * 1000 for r in pair.bare]):.2f} | "
+                f"{median([r.server_cpu / n * 1000 for r in pair.feedpub]):.2f} / "
+                f"{median([r.server_cpu / n * 1000 for r in pair.bare]):.2f} |")
+        lines.append("")
+    if memory:
+        lines += ["| subscribers (one-post edition, SQLite) | `digest send` peak RSS | msg/s |",
+                  "| ---: | ---: | ---: |"]
+        lines += [f"| {count:,} | {run.rss_kib / 1024:.1f} MiB | {count / run.wall:.0f} |"
+                  for count, run in memory]
+        lines.append("")
+    if per_recipient:
+        lines.append(
+            f"Per recipient, no DKIM (process time, best of 5 × 2,000): "
+            f"{per_recipient['compose_ms']:.3f} ms with its two signed links, "
+            f"{per_recipient['build_ms']:.3f} ms for the placeholders and MIME build alone "
+            f"({int(per_recipient['message_bytes']):,}-byte message).")
+        lines.append("")
+    if dkim:
+        lines += [f"DKIM, {args.dkim_subscribers:,} subscribers, SQLite, concurrency "
+                  f"{args.concurrency} (medians):", "",
+                  "| signing processes | msg/s | runs | CPU s, sender / pool |",
+                  "| ---: | ---: | --- | --- |"]
+        for p, runs in dkim.items():
+            rates = [args.dkim_subscribers / r["wall"] for r in runs]
+            lines.append(
+                f"| {p} {'(in the sending threads)' if p == 1 else ''} | {median(rates):.1f} | "
+                f"{', '.join(f'{r:.1f}' for r in rates)} | "
+                f"{median([r['cpu'] for r in runs]):.1f} / "
+                f"{median([r['children_cpu'] for r in runs]):.1f} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--memory-sizes", default="10000,100000",
                         help="comma-separated subscriber counts for the memory runs ('' skips)")
-    parser.add_argument("--postgres", help="a PostgreSQL URL: also measure the rate there")
+    parser.add_argument("--postgres", default=os.environ.get("FEEDPUB_TEST_DATABASE_URL"),
+                        help="a PostgreSQL URL: also measure the rate there "
+                             "(default: $FEEDPUB_TEST_DATABASE_URL)")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--dkim-subscribers", type=int, default=1000, help="0 skips")
+    parser.add_argument("--dkim-processes", default=f"1,{os.cpu_count() or 1}")
+    parser.add_argument("--dkim-rounds", type=int, default=2)
+    parser.add_argument("--no-recipient-cost", dest="recipient_cost", action="store_false")
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--bare", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--bare", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--library-send", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve()
         return
     if args.bare:
-        bare_loop(int(args.bare[0]), int(args.bare[1]), args.bare[2])
+        bare_loop(int(args.bare[0]), int(args.bare[1]), args.bare[2], int(args.bare[3]))
         return
-    results: dict[str, object] = {"cpus": os.cpu_count(), "load": os.getloadavg()[0]}
-    with smtp_sink() as port:
-        rates = [rate_run("sqlite", args.subscribers, port, args.concurrency, None)]
-        if args.postgres:
-            rates.append(rate_run("postgresql", args.subscribers, port, args.concurrency,
-                                  args.postgres))
-        results["rate"] = rates
-        for row in rates:
-            print(json.dumps(row), flush=True)
-        sizes = [int(size) for size in args.memory_sizes.split(",") if size.strip()]
-        memory = []
-        for size in sizes:
-            memory.append(memory_run(size, port, args.concurrency))
-            print(json.dumps(memory[-1]), flush=True)
-        results["memory"] = memory
-    print(json.dumps(results, indent=2))
+    if args.library_send:
+        library_send(args.library_send[0], int(args.library_send[1]),
+                     int(args.library_send[2]))
+        return
+    loads = [os.getloadavg()[0]]
+    kinds = ["sqlite"] + (["postgresql"] if args.postgres else [])
+    with smtp_sink() as sink, tempfile.TemporaryDirectory(prefix="feedpub-send-") as tmp_name:
+        tmp = Path(tmp_name)
+        pairs = rate_rounds(kinds, args.subscribers, args.rounds, sink, args.concurrency,
+                            args.postgres, tmp) if args.rounds else []
+        memory = [(size, memory_run(size, sink, args.concurrency, tmp))
+                  for size in (int(s) for s in args.memory_sizes.split(",") if s.strip())]
+        per_recipient = recipient_cost(sink, tmp) if args.recipient_cost else None
+        dkim = dkim_runs(args.dkim_subscribers,
+                         [int(p) for p in args.dkim_processes.split(",")],
+                         args.dkim_rounds, sink, args.concurrency, tmp) \
+            if args.dkim_subscribers else {}
+    for pair in pairs:
+        loads += [r.load for r in pair.feedpub + pair.bare]
+    loads += [r.load for _, r in memory] + [r["load"] for rs in dkim.values() for r in rs]
+    if args.json:
+        args.json.write_text(json.dumps({
+            "machine": machine(),
+            "rate": [{"database": p.database, "feedpub": [vars(r) | {"output": ""}
+                                                          for r in p.feedpub],
+                      "bare": [vars(r) for r in p.bare],
+                      "bare_pool": [vars(r) for r in p.bare_pool]} for p in pairs],
+            "memory": [{"subscribers": c, **(vars(r) | {"output": ""})} for c, r in memory],
+            "per_recipient": per_recipient,
+            "dkim": dkim,
+        }, indent=2), encoding="utf-8")
+    print(report(args, pairs, memory, per_recipient, dkim, loads))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,23 @@
 """Drains the send queue through a transport: claims, retries with backoff, bounces, a rate limit.
 
-One call of :func:`send_queued` claims due deliveries in small batches, sends
-them on ``concurrency`` threads (the SMTP transport keeps a pool of
-connections), and records each result as soon as it is known, so that a crash
-repeats at most the messages that were in flight. It returns when nothing is
-due, when ``stop`` is set (messages in flight are finished, the rest go back to
-the queue), or when the mail server is unreachable (the untried claims go back,
-untouched, and the report says so).
+One call of :func:`send_queued` claims due deliveries in small batches, builds
+each recipient's message, sends them on ``concurrency`` threads (the SMTP
+transport keeps a pool of connections), and records the results in group
+commits. It returns when nothing is due, when ``stop`` is set (messages in
+flight are finished, the rest go back to the queue), or when the mail server
+is unreachable (the untried claims go back, untouched, and the report says so).
+
+A crash may repeat at most ``concurrency`` messages, never lose one: a
+message holds one of ``concurrency`` places from the moment it is handed to a
+sending thread until its result is committed, so the messages that a server
+may have accepted without a record never outnumber them. Results are
+committed together once half of the places wait for a commit, or
+``commit_delay`` after the first of them, which turns one write transaction
+per message into one per few messages.
+
+With DKIM, signing (RSA in pure Python, ~10 ms a message) runs in a pool of
+processes, one per CPU by default, a few messages ahead of the sending
+threads; each process reads the key once. Messages still leave in claim order.
 
 Results:
 
@@ -15,8 +26,8 @@ Results:
 - a 4xx reply, a lost connection, a timeout: ``retrying`` after a backoff that
   grows (1 min, 5 min, 30 min, 2 h, 6 h, 12 h), ``failed`` after
   ``max_attempts``;
-- a 5xx reply: ``failed``; the ``bounce_after``-th hard failure in a row marks
-  the subscriber ``bounced``;
+- a 5xx reply, or an address no message can be built for: ``failed``; the
+  ``bounce_after``-th hard failure in a row marks the subscriber ``bounced``;
 - the subscriber is no longer active, or the newsletter is gone from the
   configuration: ``skipped``.
 
@@ -27,19 +38,24 @@ put back as they were, without counting an attempt, and the run ends.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import multiprocessing
 import os
+import queue as threading_queue
 import secrets
 import socket
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from feedpub.config import Settings
+from feedpub.config import DkimConfig, Settings
 from feedpub.errors import DeliveryError
 from feedpub.mail.message import DkimSigner, MessageTemplate, message_id, prepare_message
 from feedpub.mail.render import Recipient
@@ -48,7 +64,7 @@ from feedpub.store import queue
 from feedpub.store.editions import Edition, get_edition
 from feedpub.store.engine import Store
 from feedpub.store.schema import Status
-from feedpub.store.subscribers import record_delivery_failure, record_delivery_success
+from feedpub.store.subscribers import record_delivery_failure
 from feedpub.tokens import Purpose, make_token
 
 Clock = Callable[[], datetime]
@@ -63,12 +79,16 @@ RATE_NAME = "mail"
 _RATE_HORIZON = 300.0
 _SERVER_CODES = (421,)
 """Replies that speak for the server, not for one message: 421 closes the channel."""
+_POOL_MINIMUM = 200
+"""With ``sign_processes`` unset, fewer messages due than this are signed in the sending
+threads: starting the processes (a second of CPU each) would cost more than it saves."""
 
 
 @dataclass(frozen=True)
 class SendOptions:
     concurrency: int = 4
-    """Messages in flight at once (threads over the transport's connection pool)."""
+    """Messages in flight at once (threads over the transport's connection pool); also the
+    most messages that a crash can make the next run send twice."""
     batch_size: int = 100
     """Deliveries claimed at a time (fewer when the rate limit is low)."""
     lease: timedelta = timedelta(minutes=5)
@@ -79,6 +99,11 @@ class SendOptions:
     """Hard failures in a row that mark a subscriber bounced."""
     outage_after: int = 3
     """Server failures in a row that end the run as an outage."""
+    commit_delay: timedelta = timedelta(milliseconds=20)
+    """Longest a result waits to be committed with others."""
+    sign_processes: int | None = None
+    """Processes that DKIM-sign messages while this one sends: None, one per CPU when many
+    messages are due; 1, sign in the sending threads."""
 
     def retry_delay(self, attempts: int) -> timedelta:
         """The wait after the ``attempts``-th failed attempt (1-based)."""
@@ -170,6 +195,101 @@ class RateLimiter:
         return not self.stop.is_set()
 
 
+# --- DKIM signing, here or in a pool of processes ---------------------------------------
+
+Finished = Callable[[], bytes]
+"""Gives a message ready to send; called in a sending thread (it may wait for a signature)."""
+
+
+class _Signing:
+    """No DKIM: messages are sent as they are built."""
+
+    signer: DkimSigner | None = None
+    chunk = 1
+    """Messages handed over at a time."""
+    ahead = 0
+    """Messages to build ahead of the sending threads, besides one per thread."""
+
+    def start(self, messages: list[bytes]) -> list[Finished]:
+        return [_ready(message) for message in messages]
+
+
+def _ready(message: bytes) -> Finished:
+    return lambda: message
+
+
+class _SignInThread(_Signing):
+    def __init__(self, signer: DkimSigner) -> None:
+        self.signer = signer
+        self._sign = signer.sign
+
+    def start(self, messages: list[bytes]) -> list[Finished]:
+        return [functools.partial(self._sign, message) for message in messages]
+
+
+class _SignInPool(_Signing):
+    """Each process signs a few messages per task (one round trip each), and two tasks per
+    process wait their turn, so that no process idles."""
+
+    chunk = 8
+
+    def __init__(self, signer: DkimSigner, pool: ProcessPoolExecutor, processes: int) -> None:
+        self.signer = signer
+        self.pool = pool
+        self.ahead = 2 * processes * self.chunk
+
+    def start(self, messages: list[bytes]) -> list[Finished]:
+        signed: Future[list[bytes]] = self.pool.submit(_sign_in_worker, messages)
+        return [functools.partial(_nth_result, signed, n) for n in range(len(messages))]
+
+
+def _nth_result(future: Future[list[bytes]], n: int) -> bytes:
+    return future.result()[n]
+
+
+# Each signing process reads the key once (in the pool's initializer) and keeps it here.
+_worker_signer: DkimSigner | None = None
+
+
+def _start_signer(config: DkimConfig) -> None:
+    global _worker_signer
+    _worker_signer = DkimSigner.from_config(config)
+
+
+def _sign_in_worker(messages: list[bytes]) -> list[bytes]:
+    assert _worker_signer is not None, "the pool's initializer reads the key"
+    return [_worker_signer.sign(message) for message in messages]
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextmanager
+def _signing(settings: Settings, options: SendOptions, due: int) -> Iterator[_Signing]:
+    config = settings.mail.dkim
+    if config is None:
+        yield _Signing()
+        return
+    signer = DkimSigner.from_config(config)  # here first: a bad key is a ConfigError, once
+    processes = options.sign_processes or _cpus()
+    if processes <= 1 or (options.sign_processes is None and due < _POOL_MINIMUM):
+        yield _SignInThread(signer)
+        return
+    # spawn: a fork would copy this process's threads' locks and database connections.
+    pool = ProcessPoolExecutor(
+        processes, mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_signer, initargs=(config,),
+    )
+    try:
+        yield _SignInPool(signer, pool, processes)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 # --- one message --------------------------------------------------------------------------
 
 OutcomeKind = Literal["sent", "temporary", "permanent", "skipped", "untried"]
@@ -179,9 +299,19 @@ OutcomeKind = Literal["sent", "temporary", "permanent", "skipped", "untried"]
 class _Outcome:
     claim: queue.Claim
     kind: OutcomeKind
+    at: datetime
     reply: str = ""
     message_id: str | None = None
     server_problem: bool = False
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A claim whose message is built (and being signed): ready for a sending thread."""
+
+    claim: queue.Claim
+    message: Finished
+    message_id: str
 
 
 class _Composer:
@@ -189,23 +319,21 @@ class _Composer:
 
     What the messages of an edition share is encoded once and kept (a few
     dozen editions at most); per recipient only the personal parts are made.
+    The messages come unsigned: signing is the :class:`_Signing`'s job.
     """
 
-    def __init__(self, settings: Settings, store: Store, clock: Clock) -> None:
+    def __init__(self, settings: Settings, store: Store, clock: Clock,
+                 signer: DkimSigner | None) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
+        self.signer = signer
         self._editions: OrderedDict[int, _Prepared | None] = OrderedDict()
-        self._lock = threading.Lock()
-        self._signer: DkimSigner | None = None
-        if settings.mail.dkim is not None:
-            self._signer = DkimSigner.from_config(settings.mail.dkim)
 
     def prepared(self, edition_id: int) -> _Prepared | None:
-        with self._lock:
-            if edition_id in self._editions:
-                self._editions.move_to_end(edition_id)
-                return self._editions[edition_id]
+        if edition_id in self._editions:
+            self._editions.move_to_end(edition_id)
+            return self._editions[edition_id]
         with self.store.read() as conn:
             edition = get_edition(conn, edition_id)
         prepared = None
@@ -213,17 +341,17 @@ class _Composer:
             n.name == edition.newsletter for n in self.settings.newsletters
         ):
             key = edition_key(edition)
-            prepared = _Prepared(edition, key, prepare_message(
+            template = prepare_message(
                 settings=self.settings,
                 newsletter=self.settings.newsletter(edition.newsletter),
                 rendered=edition,
                 edition_key=key,
-                signer=self._signer,
-            ))
-        with self._lock:
-            self._editions[edition_id] = prepared
-            while len(self._editions) > 64:
-                self._editions.popitem(last=False)
+                signer=self.signer,  # else it reads the key file again
+            )
+            prepared = _Prepared(edition, key, dataclasses.replace(template, signer=None))
+        self._editions[edition_id] = prepared
+        while len(self._editions) > 64:
+            self._editions.popitem(last=False)
         return prepared
 
     def skip_reason(self, claim: queue.Claim) -> str | None:
@@ -303,108 +431,20 @@ def send_queued(
     """
     options = options or SendOptions()
     stop = stop or threading.Event()
-    worker = worker or default_worker_id()
-    rate = settings.mail.rate_limit
-    limit = options.batch_size
-    if rate:
-        limit = max(options.concurrency * 2, min(limit, int(rate * 10)))
-    limiter = RateLimiter(store, rate, stop=stop, chunk=options.concurrency, wall=wall)
-    composer = _Composer(settings, store, clock)
-    envelope_from = settings.mail.envelope_from or settings.mail.from_address
-    tally = _Tally()
-
     with store.read() as conn:
         total = queue.count_due(conn, clock(), newsletter=newsletter)
     if total:
         settings.require_secret()  # every message carries signed unsubscribe links
     if progress:
         progress(0, total)
-
-    def send_one(claim: queue.Claim) -> _Outcome:
-        reason = composer.skip_reason(claim)
-        if reason:
-            return _Outcome(claim, "skipped", reply=reason)
-        data, message_id = composer.message(claim)
-        if not limiter.wait_turn():
-            return _Outcome(claim, "untried")
-        try:
-            result = transport.send(envelope_from, claim.email, data)
-        except DeliveryError as error:
-            server = error.code is None or error.code in _SERVER_CODES
-            return _Outcome(
-                claim, "permanent" if error.permanent else "temporary", reply=str(error),
-                server_problem=server and not error.permanent,
-            )
-        return _Outcome(claim, "sent", reply=f"{result.code} {result.reply}",
-                        message_id=message_id)
-
-    pending: deque[queue.Claim] = deque()
-    inflight: dict[Future[_Outcome], queue.Claim] = {}
-    suspects: list[_Outcome] = []
-    outage: str | None = None
-    exhausted = False
-    done_count = 0
-    last_renewal = time.monotonic()
-
-    def record(outcomes: Iterable[_Outcome]) -> None:
-        nonlocal outage
-        settled: list[_Outcome] = []
-        for outcome in outcomes:
-            if outcome.server_problem and outage is None:
-                suspects.append(outcome)
-                if len(suspects) >= options.outage_after:
-                    outage = outcome.reply
-            elif outcome.server_problem:
-                suspects.append(outcome)
-            else:
-                if outcome.kind in ("sent", "temporary", "permanent"):
-                    settled.extend(suspects)  # the server answers: those were the messages'
-                    suspects.clear()
-                settled.append(outcome)
-        if outage is not None:
-            _return(store, worker, [o.claim for o in suspects], tally)
-            suspects.clear()
-        if settled:
-            _record(store, worker, settled, options, clock(), tally)
-
-    try:
-        with ThreadPoolExecutor(max_workers=options.concurrency,
-                                thread_name_prefix="feedpub-send") as pool:
-            while True:
-                if not stop.is_set() and outage is None:
-                    if not exhausted and len(pending) < options.concurrency:
-                        claimed = _claim(store, worker, clock(), options, limit, newsletter,
-                                         [c.delivery_id for c in (*pending, *inflight.values())])
-                        last_renewal = time.monotonic()
-                        exhausted = not claimed
-                        pending.extend(claimed)
-                    while pending and len(inflight) < options.concurrency:
-                        claim = pending.popleft()
-                        inflight[pool.submit(send_one, claim)] = claim
-                if not inflight:
-                    break
-                finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                outcomes = [future.result() for future in finished]  # may raise: then finally
-                for future in finished:
-                    inflight.pop(future)
-                record(outcomes)
-                done_count += len(outcomes)
-                if progress:
-                    progress(done_count, max(total, done_count + len(pending) + len(inflight)))
-                if time.monotonic() - last_renewal > options.lease.total_seconds() / 4:
-                    with store.write() as conn:
-                        queue.renew(conn, worker, [c.delivery_id for c in pending], clock())
-                    last_renewal = time.monotonic()
-    finally:
-        # Only after an error: futures the loop did not get to (the pool has finished them).
-        leftovers = [future for future in inflight if future.exception() is None]
-        record(future.result() for future in leftovers)
-        stop_waiting = [*pending, *(c for f, c in inflight.items() if f not in leftovers)]
-        if suspects and outage is None:
-            _record(store, worker, list(suspects), options, clock(), tally)
-            suspects.clear()
-        _return(store, worker, stop_waiting, tally)
-
+    with _signing(settings, options, total) as signing:
+        run = _Run(
+            settings, store, transport, clock=clock, stop=stop, newsletter=newsletter,
+            options=options, progress=progress, worker=worker or default_worker_id(),
+            wall=wall, signing=signing, total=total,
+        )
+        run.loop()
+    tally = run.tally
     return SendReport(
         sent=tally.sent,
         retrying=tally.retrying,
@@ -412,75 +452,270 @@ def send_queued(
         skipped=tally.skipped,
         bounced=tally.bounced,
         returned=tally.returned,
-        outage=outage,
+        outage=run.outage,
         stopped=stop.is_set(),
         failures=tuple(tally.failures),
     )
 
 
-def _claim(
-    store: Store,
-    worker: str,
-    now: datetime,
-    options: SendOptions,
-    limit: int,
-    newsletter: str | None,
-    held: list[int],
-) -> list[queue.Claim]:
-    with store.write() as conn:
-        queue.requeue_expired(conn, now, options.lease)
-        if held:
-            queue.renew(conn, worker, held, now)
-        return queue.claim(conn, worker=worker, now=now, limit=limit, newsletter=newsletter)
+class _Run:
+    """One :func:`send_queued`: claims flow pending -> staged (built, being signed) ->
+    in flight (a sending thread) -> unrecorded -> committed."""
 
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        transport: Transport,
+        *,
+        clock: Clock,
+        stop: threading.Event,
+        newsletter: str | None,
+        options: SendOptions,
+        progress: Progress | None,
+        worker: str,
+        wall: Callable[[], float],
+        signing: _Signing,
+        total: int,
+    ) -> None:
+        self.store = store
+        self.transport = transport
+        self.clock = clock
+        self.stop = stop
+        self.newsletter = newsletter
+        self.options = options
+        self.progress = progress
+        self.worker = worker
+        self.signing = signing
+        self.total = total
+        rate = settings.mail.rate_limit
+        self.claim_limit = options.batch_size
+        if rate:
+            self.claim_limit = max(options.concurrency * 2, min(self.claim_limit, int(rate * 10)))
+        self.limiter = RateLimiter(store, rate, stop=stop, chunk=options.concurrency, wall=wall)
+        self.composer = _Composer(settings, store, clock, signing.signer)
+        self.envelope_from = settings.mail.envelope_from or settings.mail.from_address
+        # Messages built ahead of the sending threads; with a pool, enough to keep it busy.
+        self.lookahead = options.concurrency + signing.ahead
+        self.commit_at = max(1, options.concurrency // 2)
+        self.tally = _Tally()
+        self.outage: str | None = None
+        self.pending: deque[queue.Claim] = deque()
+        self.staged: deque[_Job] = deque()
+        self.inflight: dict[Future[_Outcome], queue.Claim] = {}
+        self.finished: threading_queue.SimpleQueue[Future[_Outcome]] = \
+            threading_queue.SimpleQueue()
+        self.unrecorded: list[_Outcome] = []
+        self.oldest_unrecorded = 0.0
+        self.suspects: list[_Outcome] = []
+        self.exhausted = False
+        self.done = 0
+        self.last_renewal = time.monotonic()
 
-def _return(store: Store, worker: str, claims: list[queue.Claim], tally: _Tally) -> None:
-    if not claims:
-        return
-    with store.write() as conn:
-        queue.release(conn, worker, [c.delivery_id for c in claims])
-    tally.returned += len(claims)
+    @property
+    def running(self) -> bool:
+        return not self.stop.is_set() and self.outage is None
 
+    def places_taken(self) -> int:
+        """Messages that a server may have accepted without a record yet (but for the
+        suspects of an outage: fewer than ``outage_after``)."""
+        return len(self.inflight) + len(self.unrecorded)
 
-def _record(
-    store: Store,
-    worker: str,
-    outcomes: list[_Outcome],
-    options: SendOptions,
-    now: datetime,
-    tally: _Tally,
-) -> None:
-    """Write a group of results in one transaction (a group commit)."""
-    untried = [o.claim for o in outcomes if o.kind == "untried"]
-    with store.write() as conn:
-        for outcome in outcomes:
-            claim = outcome.claim
-            if outcome.kind == "sent":
-                queue.mark_sent(conn, claim.delivery_id, now=now, reply=outcome.reply,
-                                message_id=outcome.message_id)
-                record_delivery_success(conn, claim.subscriber_id)
-                tally.sent += 1
-            elif outcome.kind == "skipped":
-                queue.mark_skipped(conn, claim.delivery_id, worker, reason=outcome.reply)
-                tally.skipped += 1
-            elif outcome.kind == "temporary" and claim.attempts + 1 < options.max_attempts:
-                next_at = now + options.retry_delay(claim.attempts + 1)
-                if queue.mark_retrying(conn, claim.delivery_id, worker,
-                                       next_attempt_at=next_at, reply=outcome.reply):
-                    tally.retrying += 1
-            elif outcome.kind in ("temporary", "permanent"):
-                if not queue.mark_failed(conn, claim.delivery_id, worker, reply=outcome.reply):
+    # -- the loop
+
+    def loop(self) -> None:
+        try:
+            with ThreadPoolExecutor(max_workers=self.options.concurrency,
+                                    thread_name_prefix="feedpub-send") as threads:
+                while True:
+                    if self.running:
+                        self.claim_more()
+                        self.stage()
+                        self.dispatch(threads)
+                    if not self.inflight:
+                        if self.unrecorded:
+                            self.commit()
+                            continue
+                        break
+                    self.collect()
+                    if len(self.unrecorded) >= self.commit_at or (
+                        self.unrecorded and self.commit_due() <= 0
+                    ):
+                        self.commit()
+                    self.renew_if_due()
+        finally:
+            # After an error only: results that came in, and claims nobody got to.
+            leftovers = [f for f in self.inflight if f.done() and f.exception() is None]
+            self.take(f.result() for f in leftovers)
+            if self.suspects and self.outage is None:
+                self.unrecorded += self.suspects
+                self.suspects.clear()
+            self.commit()
+            untouched = [*self.pending, *(job.claim for job in self.staged),
+                         *(c for f, c in self.inflight.items() if f not in leftovers)]
+            self.give_back(untouched)
+
+    def claim_more(self) -> None:
+        if self.exhausted or len(self.pending) >= self.lookahead:
+            return
+        held = self.held()
+        now = self.clock()
+        with self.store.write() as conn:
+            queue.requeue_expired(conn, now, self.options.lease)
+            if held:
+                queue.renew(conn, self.worker, held, now)
+            claimed = queue.claim(conn, worker=self.worker, now=now, limit=self.claim_limit,
+                                  newsletter=self.newsletter)
+        self.last_renewal = time.monotonic()
+        self.exhausted = not claimed
+        self.pending.extend(claimed)
+
+    def stage(self) -> None:
+        """Build the next messages (and start signing them), in claim order."""
+        chunk = self.signing.chunk
+        while self.pending and len(self.staged) + chunk <= self.lookahead:
+            built: list[tuple[queue.Claim, bytes, str]] = []
+            while self.pending and len(built) < chunk:
+                claim = self.pending.popleft()
+                reason = self.composer.skip_reason(claim)
+                if reason:
+                    self.take([_Outcome(claim, "skipped", self.clock(), reply=reason)])
                     continue
-                tally.failed += 1
-                if len(tally.failures) < 100:
-                    tally.failures.append(Failure(claim.email, outcome.reply))
-                if outcome.kind == "permanent":
-                    subscriber = record_delivery_failure(
-                        conn, claim.subscriber_id, now=now, bounce_after=options.bounce_after,
-                        detail=outcome.reply,
-                    )
-                    if subscriber.status == Status.BOUNCED and \
-                            subscriber.consecutive_failures == options.bounce_after:
-                        tally.bounced += 1
-    if untried:
-        _return(store, worker, untried, tally)
+                try:
+                    data, message_id = self.composer.message(claim)
+                except DeliveryError as error:  # an address no message can carry
+                    self.take([_Outcome(claim, "permanent", self.clock(), reply=str(error))])
+                    continue
+                built.append((claim, data, message_id))
+            if not built:
+                continue
+            finished = self.signing.start([data for _, data, _ in built])
+            self.staged.extend(_Job(claim, message, message_id) for (claim, _, message_id),
+                               message in zip(built, finished, strict=True))
+
+    def dispatch(self, threads: ThreadPoolExecutor) -> None:
+        while self.staged and self.places_taken() < self.options.concurrency:
+            job = self.staged.popleft()
+            future = threads.submit(self.send_one, job)
+            self.inflight[future] = job.claim
+            future.add_done_callback(self.finished.put)
+
+    def send_one(self, job: _Job) -> _Outcome:
+        """In a sending thread."""
+        claim = job.claim
+        message = job.message()
+        if not self.limiter.wait_turn():
+            return _Outcome(claim, "untried", self.clock())
+        try:
+            result = self.transport.send(self.envelope_from, claim.email, message)
+        except DeliveryError as error:
+            server = error.code is None or error.code in _SERVER_CODES
+            return _Outcome(
+                claim, "permanent" if error.permanent else "temporary", self.clock(),
+                reply=str(error), server_problem=server and not error.permanent,
+            )
+        return _Outcome(claim, "sent", self.clock(), reply=f"{result.code} {result.reply}",
+                        message_id=job.message_id)
+
+    def commit_due(self) -> float:
+        """Seconds until the oldest unrecorded result must be committed."""
+        delay = self.options.commit_delay.total_seconds()
+        return self.oldest_unrecorded + delay - time.monotonic()
+
+    def collect(self) -> None:
+        """Wait for at least one sending thread to finish; take every result that is in."""
+        timeout = max(0.0, self.commit_due()) if self.unrecorded else None
+        try:
+            futures = [self.finished.get(timeout=timeout)]
+        except threading_queue.Empty:
+            return
+        while not self.finished.empty():
+            futures.append(self.finished.get())
+        outcomes = [future.result() for future in futures]  # may raise: then `finally`
+        for future in futures:
+            self.inflight.pop(future)
+        self.take(outcomes)
+        self.done += len(outcomes)
+        if self.progress:
+            self.progress(self.done, max(self.total, self.done + len(self.pending)
+                                         + len(self.staged) + len(self.inflight)))
+
+    def take(self, outcomes: Iterable[_Outcome]) -> None:
+        """Sort results: a server that fails several times in a row is an outage, and its
+        failures are no one message's fault."""
+        for outcome in outcomes:
+            if outcome.server_problem:
+                self.suspects.append(outcome)
+                if self.outage is None and len(self.suspects) >= self.options.outage_after:
+                    self.outage = outcome.reply
+                continue
+            if not self.unrecorded:
+                self.oldest_unrecorded = time.monotonic()
+            if outcome.kind in ("sent", "temporary", "permanent"):
+                self.unrecorded += self.suspects  # the server answers: those were the messages'
+                self.suspects.clear()
+            self.unrecorded.append(outcome)
+        if self.outage is not None and self.suspects:
+            self.give_back([o.claim for o in self.suspects])
+            self.suspects.clear()
+
+    def commit(self) -> None:
+        """Write the results in one transaction (a group commit)."""
+        outcomes, self.unrecorded = self.unrecorded, []
+        if not outcomes:
+            return
+        options, tally, worker = self.options, self.tally, self.worker
+        sent = [
+            queue.Sent(o.claim.delivery_id, o.claim.subscriber_id, o.at, o.reply, o.message_id)
+            for o in outcomes if o.kind == "sent"
+        ]
+        with self.store.write() as conn:
+            queue.mark_sent(conn, sent)
+            tally.sent += len(sent)
+            for outcome in outcomes:
+                claim = outcome.claim
+                if outcome.kind == "skipped":
+                    queue.mark_skipped(conn, claim.delivery_id, worker, reason=outcome.reply)
+                    tally.skipped += 1
+                elif outcome.kind == "temporary" and claim.attempts + 1 < options.max_attempts:
+                    next_at = outcome.at + options.retry_delay(claim.attempts + 1)
+                    if queue.mark_retrying(conn, claim.delivery_id, worker,
+                                           next_attempt_at=next_at, reply=outcome.reply):
+                        tally.retrying += 1
+                elif outcome.kind in ("temporary", "permanent"):
+                    if not queue.mark_failed(conn, claim.delivery_id, worker,
+                                             reply=outcome.reply):
+                        continue
+                    tally.failed += 1
+                    if len(tally.failures) < 100:
+                        tally.failures.append(Failure(claim.email, outcome.reply))
+                    if outcome.kind == "permanent":
+                        subscriber = record_delivery_failure(
+                            conn, claim.subscriber_id, now=outcome.at,
+                            bounce_after=options.bounce_after, detail=outcome.reply,
+                        )
+                        if subscriber.status == Status.BOUNCED and \
+                                subscriber.consecutive_failures == options.bounce_after:
+                            tally.bounced += 1
+        self.give_back([o.claim for o in outcomes if o.kind == "untried"])
+
+    def give_back(self, claims: list[queue.Claim]) -> None:
+        if not claims:
+            return
+        with self.store.write() as conn:
+            queue.release(conn, self.worker, [c.delivery_id for c in claims])
+        self.tally.returned += len(claims)
+
+    def renew_if_due(self) -> None:
+        if time.monotonic() - self.last_renewal <= self.options.lease.total_seconds() / 4:
+            return
+        with self.store.write() as conn:
+            queue.renew(conn, self.worker, self.held(), self.clock())
+        self.last_renewal = time.monotonic()
+
+    def held(self) -> list[int]:
+        """The claims not settled yet (those in flight may be waiting for a rate slot)."""
+        held = [c.delivery_id for c in self.pending]
+        held += [job.claim.delivery_id for job in self.staged]
+        held += [c.delivery_id for c in self.inflight.values()]
+        return held

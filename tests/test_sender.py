@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import mailbox
+import multiprocessing
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
+import dkim
 import pytest
 import sqlalchemy as sa
 
@@ -343,3 +348,89 @@ def test_rate_limited_send_reserves_one_slot_per_message(
         assert next_slot == pytest.approx(1_000_000.0 + 16 / 200)
     finally:
         store.close()
+
+
+def test_an_address_no_message_can_carry_fails_alone(mail: Mail) -> None:
+    # A non-ASCII local part needs SMTPUTF8, which messages here do not use.
+    readers = ["before@example.org", "zoë@example.org", "after@example.org"]
+    queue_digest(mail, readers)
+    report = mail.send(concurrency=2)
+    assert (report.sent, report.failed, report.ok) == (2, 1, False)
+    assert report.failures[0].email == "zoë@example.org"
+    assert "SMTPUTF8" in report.failures[0].reply
+    assert mail.rows()["zoë@example.org"][1:3] == ("failed", 1)
+    assert mail.smtp.recorder.count_by_recipient() == {
+        "before@example.org": 1, "after@example.org": 1}
+    with mail.store.read() as conn:
+        failures = conn.execute(sa.select(subscribers.c.consecutive_failures)
+                                .where(subscribers.c.email == "zoë@example.org")).scalar_one()
+    assert failures == 1
+    assert mail.send().failed == 0  # it does not come back
+
+
+@pytest.fixture(scope="module")
+def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    """A fresh RSA key and the DNS TXT record that publishes it."""
+    key = tmp_path_factory.mktemp("dkim") / "dkim.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True,
+                   capture_output=True)
+    public = subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
+                            check=True, capture_output=True).stdout
+    return key, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_dkim_signed_messages_verify_and_leave_in_claim_order(
+    make_site: SiteFactory, database_url: str, smtp_server: SmtpServer,
+    dkim_key: tuple[Path, bytes], processes: int,
+) -> None:
+    key, record = dkim_key
+    config = site_config(transport=smtp_server.url).replace("[mail]\n", (
+        f'[mail]\ndkim_selector = "fp2025"\ndkim_domain = "example.com"\n'
+        f'dkim_key_file = "{key}"\n'))
+    make_site(config=config)
+    store = open_store(database_url)
+    try:
+        site = Site(make_site, database_url, store)
+        make_editions(site.settings, store, T0)
+        readers = [f"r{i}@example.org" for i in range(40)] + [
+            "张三 <zhang@example.org>", '"O\'Brien, Émile" <emile@example.org>']
+        add_readers(store, readers[:40])
+        for reader in readers[40:]:
+            subscribe(store, reader)
+        site.write("2026-01-02-x.md", post("Signed: 署名 ✍️", "2026-01-02 10:00:00 +0000"))
+        make_editions(site.settings, store, MONDAY_9)
+        signing_children: list[int] = []
+
+        def progress(done: int, total: int) -> None:
+            signing_children.append(len(multiprocessing.active_children()))
+
+        with open_transport(smtp_server.url) as transport:
+            report = send_queued(site.settings, store, transport, clock=Clock(MONDAY_9),
+                                 options=SendOptions(concurrency=1, sign_processes=processes),
+                                 progress=progress)
+        assert (report.sent, report.ok) == (42, True)
+        with store.read() as conn:
+            claim_order = conn.execute(
+                sa.select(subscribers.c.email)
+                .join(deliveries, deliveries.c.subscriber_id == subscribers.c.id)
+                .order_by(deliveries.c.id)
+            ).scalars().all()
+    finally:
+        store.close()
+    received = smtp_server.recorder.messages
+    assert [m.rcpt_tos[0] for m in received] == claim_order
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"fp2025._domainkey.example.com."
+        return record
+
+    for message in received:
+        assert message.data.startswith(b"DKIM-Signature: ")
+        assert dkim.verify(message.data, dnsfunc=dns), message.rcpt_tos
+    (to,) = received[-1].message["To"].addresses
+    assert (to.display_name, to.addr_spec) == ("O'Brien, Émile", "emile@example.org")
+    tampered = received[0].data.replace(b"Subject: ", b"Subject: Re: ", 1)
+    assert not dkim.verify(tampered, dnsfunc=dns)
+    # Signed in other processes with a pool, in the sending threads without.
+    assert (max(signing_children) > 0) == (processes > 1)

@@ -171,22 +171,54 @@ def _mine(delivery_id: int, worker: str) -> sa.ColumnElement[bool]:
     )
 
 
-def mark_sent(
-    conn: Connection, delivery_id: int, *, now: datetime, reply: str, message_id: str | None
-) -> None:
-    """Sent, whoever holds the claim now: the server has the message either way."""
-    conn.execute(
-        deliveries.update()
-        .where(deliveries.c.id == delivery_id)
-        .values(
-            status=DeliveryStatus.SENT.value,
-            attempts=deliveries.c.attempts + 1,
-            sent_at=now,
-            last_reply=reply,
-            message_id=message_id,
-            next_attempt_at=None,
-        )
+@dataclass(frozen=True)
+class Sent:
+    """A delivery that the mail server accepted."""
+
+    delivery_id: int
+    subscriber_id: int
+    sent_at: datetime
+    reply: str
+    message_id: str | None
+
+
+# Built once: building a statement costs more than running it, once per few messages.
+_MARK_SENT = (
+    deliveries.update()
+    .where(deliveries.c.id == sa.bindparam("sent_id"))
+    .values(
+        status=DeliveryStatus.SENT.value,
+        attempts=deliveries.c.attempts + 1,
+        sent_at=sa.bindparam("sent_sent_at", type_=deliveries.c.sent_at.type),
+        last_reply=sa.bindparam("sent_reply"),
+        message_id=sa.bindparam("sent_message_id"),
+        next_attempt_at=None,
     )
+)
+_RESET_FAILURES = (
+    subscribers.update()
+    .where(subscribers.c.id.in_(sa.bindparam("reset_ids", expanding=True)),
+           subscribers.c.consecutive_failures != 0)
+    .values(consecutive_failures=0)
+)
+
+
+def mark_sent(conn: Connection, sent: Sequence[Sent]) -> None:
+    """Sent, whoever holds the claims now: the server has the messages either way.
+
+    One statement for the group (an executemany); the subscribers' counts of
+    hard failures in a row start again.
+    """
+    if not sent:
+        return
+    conn.execute(_MARK_SENT, [
+        {"sent_id": s.delivery_id, "sent_sent_at": s.sent_at, "sent_reply": s.reply,
+         "sent_message_id": s.message_id}
+        for s in sent
+    ])
+    ids = sorted({s.subscriber_id for s in sent})
+    for start in range(0, len(ids), 500):
+        conn.execute(_RESET_FAILURES, {"reset_ids": ids[start : start + 500]})
 
 
 def mark_retrying(
