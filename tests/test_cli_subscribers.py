@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from feedpub.store import (
     get_subscriptions,
     open_store,
 )
+from feedpub.web import actions
 from tests.conftest import BASIC_CONFIG, SiteFactory
 
 CONFIG = BASIC_CONFIG + '\n[[newsletter]]\nname = "daily"\nschedule = "0 7 * * *"\n'
@@ -267,3 +269,59 @@ def test_help_teaches_with_examples(site: Path) -> None:
         assert f"feedpub subscribers {command}" in result.stdout
     assert "status      pending | active" in feedpub(site, "subscribers", "import",
                                                        "--help").stdout
+
+
+def test_a_forgotten_address_stays_forgotten_until_asked_back(site: Path, database_url: str
+                                                              ) -> None:
+    feedpub(site, "subscribers", "add", "Bob <bob@example.com>", "ada@example.com",
+            "--confirmed", "--now", NOW)
+    old = feedpub(site, "subscribers", "export").stdout
+    (site / "old.csv").write_text(old, encoding="utf-8")
+    assert feedpub(site, "subscribers", "remove", "--forget", "BOB@example.com",
+                   "--now", NOW).exit_code == 0
+
+    imported = feedpub(site, "subscribers", "import", str(site / "old.csv"), "--now", NOW)
+    assert imported.exit_code == 0, imported.output
+    assert imported.stdout.splitlines() == [
+        "added 0, updated 0, unchanged 2, skipped 0",
+        "1 row(s) asked to reactivate unsubscribed or bounced addresses and were left as "
+        "they are (--resubscribe to allow)",
+    ]
+    added = feedpub(site, "subscribers", "add", "bob@example.com", "grace@example.org",
+                    "--confirmed", "--now", NOW)
+    assert added.exit_code == 1
+    assert error_lines(added) == [
+        "error: bob@example.com was forgotten at their request on 2026-01-05; not added "
+        "(add --resubscribe if they asked to come back)"
+    ]
+    assert added.stdout.splitlines() == ["added grace@example.org (active, weekly)"]
+    assert "bob" not in feedpub(site, "subscribers", "list").stdout
+
+    back = feedpub(site, "subscribers", "import", "--resubscribe", str(site / "old.csv"),
+                   "--now", NOW)
+    assert back.stdout.splitlines() == ["added 1, updated 0, unchanged 1, skipped 0"]
+    with open_store(database_url) as store, store.read() as conn:
+        bob = find_subscriber(conn, "bob@example.com")
+        assert bob is not None and (bob.status, bob.name) == (Status.ACTIVE, "Bob")
+
+
+def test_a_forgotten_address_may_sign_up_again_through_the_web(
+    site: Path, make_site: SiteFactory, database_url: str
+) -> None:
+    feedpub(site, "subscribers", "add", "bob@example.com", "--confirmed", "--now", NOW)
+    feedpub(site, "subscribers", "remove", "--forget", "bob@example.com", "--now", NOW)
+    settings = make_site.settings({"FEEDPUB_SECRET": "s", "FEEDPUB_DATABASE_URL": database_url})
+    later = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
+    with open_store(database_url) as store:
+        confirmation = actions.request_subscription(
+            store, settings, "Bob@Example.com", actions.Selection((actions.Choice("daily"),)),
+            now=later)
+        assert confirmation is not None and confirmation.email == "Bob@example.com"
+        bob = actions.confirm(store, settings, confirmation.confirm_url.rpartition("/")[2],
+                              now=later + timedelta(minutes=5))
+        assert bob.status == Status.ACTIVE
+        with store.read() as conn:
+            assert [s.newsletter for s in get_subscriptions(conn, bob.id)] == ["daily"]
+    # Confirming lifted the suppression: adding the address again is an ordinary update.
+    again = feedpub(site, "subscribers", "add", "bob@example.com", "--now", NOW)
+    assert again.exit_code == 0 and error_lines(again) == []

@@ -19,7 +19,10 @@ from feedpub.cli import main
 from feedpub.errors import StoreError
 from feedpub.store import (
     Status,
+    add_subscriber,
     create_store_engine,
+    find_subscriber,
+    forget_subscriber,
     get_events,
     get_subscriber,
     get_subscriptions,
@@ -34,9 +37,12 @@ from feedpub.store.schema import (
     editions,
     metadata,
     send_rate,
+    subscriber_events,
     subscribers,
     subscriptions,
+    suppressed_addresses,
 )
+from feedpub.store.subscribers import SuppressedAddress
 from feedpub.tokens import Purpose, make_token, read_token
 from tests.conftest import SiteFactory
 
@@ -122,7 +128,7 @@ def test_upgrading_from_the_first_revision_keeps_every_row(database_url: str) ->
 
     with open_store(database_url) as store:
         with store.read() as conn:
-            assert current_revision(conn) == head_revision() == "0002"
+            assert current_revision(conn) == head_revision() == "0003"
             after = {table.name: _rows(conn, table, list(rows[0])) for table, rows in OTHER_ROWS}
             after["subscribers"] = _rows(conn, subscribers, first_subscriber_columns)
             keys = conn.execute(sa.select(subscribers.c.token_key)).scalars().all()
@@ -143,6 +149,46 @@ def test_upgrading_from_the_first_revision_keeps_every_row(database_url: str) ->
         with store.read() as conn:
             claim = read_token("s", Purpose.UNSUBSCRIBE, token, max_age=None, now=T3)
             assert subscriber_for_token(conn, claim).id == 1
+
+
+def test_upgrading_from_0002_keeps_every_row_and_starts_with_nothing_suppressed(
+    database_url: str,
+) -> None:
+    engine = create_store_engine(database_url)
+    tables = [subscribers, subscriber_events, *(table for table, _ in OTHER_ROWS)]
+    try:
+        assert upgrade(engine, "0002") == "0002"
+        with engine.begin() as conn:
+            conn.execute(subscribers.insert(), [
+                {**row, "token_key": f"{row['id']:032x}"} for row in SUBSCRIBER_ROWS
+            ])
+            conn.execute(subscriber_events.insert(), [
+                {"subscriber_id": 1, "at": T1, "event": "pending", "source": "web",
+                 "detail": "signed up from 10.0.0.1\nline two"},
+                {"subscriber_id": 1, "at": T3, "event": "unsubscribed",
+                 "source": "web", "detail": "one-click (RFC 8058)"},
+            ])
+            for table, rows in OTHER_ROWS:
+                conn.execute(table.insert(), rows)
+        with engine.connect() as conn:
+            before = {t.name: _rows(conn, t, [c.name for c in t.c]) for t in tables}
+    finally:
+        engine.dispose()
+
+    with open_store(database_url) as store:
+        with store.read() as conn:
+            assert current_revision(conn) == "0003"
+            after = {t.name: _rows(conn, t, [c.name for c in t.c]) for t in tables}
+            assert conn.execute(sa.select(sa.func.count()).select_from(
+                suppressed_addresses)).scalar() == 0
+        assert after == before
+        assert len(before["subscribers"]) == 4 and len(before["deliveries"]) == 2
+        with store.write() as conn:
+            wang = find_subscriber(conn, "王@例子.中国")
+            assert wang is not None
+            forget_subscriber(conn, wang.id, now=T3)
+        with pytest.raises(SuppressedAddress, match=r"王@例子\.中国"), store.write() as conn:
+            add_subscriber(conn, "王@例子.中国", now=T3)
 
 
 def test_a_database_from_a_newer_feedpub_is_refused(database_url: str) -> None:
@@ -198,7 +244,7 @@ def test_db_upgrade_command(make_site: SiteFactory, cli_env: Callable[..., Any])
     runner = CliRunner()
     first = runner.invoke(main, ["--site", str(site), "db", "upgrade"])
     assert first.exit_code == 0, first.output
-    assert "from 0001 to 0002" in first.stdout
+    assert "from 0001 to 0003" in first.stdout
     second = runner.invoke(main, ["--site", str(site), "db", "upgrade"])
     assert second.exit_code == 0
-    assert "already at the latest revision (0002)" in second.stdout
+    assert "already at the latest revision (0003)" in second.stdout

@@ -3,6 +3,7 @@ forgetting, and the CSV import and export."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -43,8 +44,13 @@ from feedpub.store import (
     set_subscription,
     unsubscribe_subscriber,
 )
-from feedpub.store.schema import deliveries, editions, subscriber_events
-from feedpub.store.subscribers import next_status
+from feedpub.store.schema import deliveries, editions, subscriber_events, suppressed_addresses
+from feedpub.store.subscribers import (
+    SuppressedAddress,
+    change_status,
+    next_status,
+    suppressed_since,
+)
 
 T1 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 T2 = T1 + timedelta(days=1)
@@ -394,7 +400,7 @@ def test_forget_erases_personal_data_but_keeps_deliveries(store: Store) -> None:
     assert events == ["active", "forgotten"]
     assert "ada@example.com" not in export_text(store)
     with store.write() as conn:
-        again = add_subscriber(conn, "ada@example.com", now=T3)
+        again = add_subscriber(conn, "ada@example.com", now=T3, resubscribe=True)
     assert again.created and again.subscriber.id != sid
 
 
@@ -402,9 +408,104 @@ def test_two_forgotten_subscribers_do_not_collide(store: Store) -> None:
     with store.write() as conn:
         first = add_subscriber(conn, "ada@example.com", now=T1).subscriber.id
         forget_subscriber(conn, first, now=T2)
-        second = add_subscriber(conn, "ada@example.com", now=T3).subscriber.id
+        second = add_subscriber(conn, "ada@example.com", now=T3, resubscribe=True).subscriber.id
         forget_subscriber(conn, second, now=T4)
         assert count_by_status(conn)[Status.UNSUBSCRIBED] == 2
+
+
+def _forget(store: Store, address: str, *, now: datetime = T2) -> int:
+    with store.write() as conn:
+        found = find_subscriber(conn, address)
+        assert found is not None
+        forget_subscriber(conn, found.id, now=now)
+        return found.id
+
+
+def test_forgetting_keeps_a_keyed_hash_and_nothing_readable(store: Store) -> None:
+    with store.write() as conn:
+        add_subscriber(conn, "Bob Example <BOB@Example.com>", now=T1, status=Status.ACTIVE)
+    _forget(store, "bob@example.com")
+    with store.read() as conn:
+        rows = conn.execute(sa.select(suppressed_addresses)).all()
+        assert suppressed_since(conn, "bob@EXAMPLE.com") == T2
+        assert suppressed_since(conn, "carol@example.com") is None
+    [(hashed, reason, at)] = rows
+    assert (reason, at) == ("forgotten", T2)
+    assert len(hashed) == 64 and "bob" not in hashed.lower()
+    assert hashed != hashlib.sha256(b"bob@example.com").hexdigest()
+
+
+def test_a_forgotten_address_is_refused_unless_resubscribed(store: Store) -> None:
+    with store.write() as conn:
+        sid = add_subscriber(conn, "bob@example.com", now=T1, status=Status.ACTIVE).subscriber.id
+        forget_subscriber(conn, sid, now=T2)
+        forget_subscriber(conn, sid, now=T3)  # a second erasure changes nothing
+    for status in (Status.PENDING, Status.ACTIVE, Status.UNSUBSCRIBED):
+        with pytest.raises(SuppressedAddress, match=r"BOB@example\.com was forgotten .* "
+                           r"2026-01-06.*--resubscribe"), store.write() as conn:
+            add_subscriber(conn, "Bob <BOB@example.com>", now=T3, status=status)
+    with store.read() as conn:
+        assert count_by_status(conn)[Status.UNSUBSCRIBED] == 1
+    with store.write() as conn:
+        back = add_subscriber(conn, "bob@example.com", now=T3, status=Status.ACTIVE,
+                              resubscribe=True)
+        assert back.created and back.subscriber.status == Status.ACTIVE
+        assert suppressed_since(conn, "bob@example.com") is None
+
+
+def test_a_web_sign_up_of_a_forgotten_address_waits_for_its_confirmation(store: Store) -> None:
+    with store.write() as conn:
+        add_subscriber(conn, "bob@example.com", now=T1, status=Status.ACTIVE)
+    _forget(store, "bob@example.com")
+    with store.write() as conn:
+        signed_up = add_subscriber(conn, "bob@example.com", now=T3, status=Status.PENDING,
+                                   source=Source.WEB)
+        set_subscription(conn, signed_up.subscriber.id, "weekly", now=T3)
+    assert signed_up.created and signed_up.subscriber.status == Status.PENDING
+    # Until the link is followed, an old list still cannot make them active.
+    report = run_import(store, "email,status\nbob@example.com,active\n", now=T3)
+    assert (report.unchanged, report.not_resubscribed) == (1, 1)
+    with store.write() as conn:
+        assert suppressed_since(conn, "bob@example.com") == T2
+        confirmed = change_status(conn, signed_up.subscriber.id, Status.ACTIVE, now=T4,
+                                  source=Source.WEB, resubscribe=True)
+        assert confirmed.status == Status.ACTIVE
+        assert suppressed_since(conn, "bob@example.com") is None
+
+
+FORGOTTEN_EXPORT = (
+    "email,name,status,newsletter,mode,categories\n"
+    "BOB@example.com,Bob,active,weekly,digest,\n"
+    "bob@example.com,Bob,active,daily,instant,\"python,web\"\n"
+    "ada@example.com,Ada,active,weekly,digest,\n"
+)
+
+
+def test_an_old_export_does_not_bring_a_forgotten_address_back(store: Store) -> None:
+    run_import(store, FORGOTTEN_EXPORT)
+    _forget(store, "bob@example.com")
+    report = run_import(store, FORGOTTEN_EXPORT, now=T3)
+    assert (report.added, report.updated, report.unchanged) == (0, 0, 3)
+    assert report.not_resubscribed == 2
+    left = run_import(store, "email,status\nbob@example.com,unsubscribed\n", now=T3)
+    assert (left.unchanged, left.not_resubscribed) == (1, 0)
+    with store.read() as conn:
+        assert find_subscriber(conn, "bob@example.com") is None
+        assert count_by_status(conn) == {Status.PENDING: 0, Status.ACTIVE: 1,
+                                         Status.UNSUBSCRIBED: 1, Status.BOUNCED: 0}
+    assert "bob" not in export_text(store).lower()
+
+
+def test_importing_with_resubscribe_brings_a_forgotten_address_back(store: Store) -> None:
+    run_import(store, FORGOTTEN_EXPORT)
+    _forget(store, "bob@example.com")
+    report = run_import(store, FORGOTTEN_EXPORT, now=T3, resubscribe=True, batch_size=2)
+    assert (report.added, report.updated, report.unchanged) == (1, 1, 1)
+    with store.read() as conn:
+        bob = find_subscriber(conn, "bob@example.com")
+        assert bob is not None and bob.status == Status.ACTIVE and bob.email == "BOB@example.com"
+        assert [s.newsletter for s in get_subscriptions(conn, bob.id)] == ["daily", "weekly"]
+        assert suppressed_since(conn, "bob@example.com") is None
 
 
 # --- import ----------------------------------------------------------------------------------

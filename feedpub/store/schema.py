@@ -236,3 +236,13 @@ send_rate = sa.Table(
     # Seconds since the epoch: the earliest moment the next message may leave.
     sa.Column("next_slot_at", sa.Float, nullable=False, server_default="0"),
 )
+
+suppressed_addresses = sa.Table(
+    "suppressed_addresses",
+    metadata,
+    # A keyed SHA-256 of the address key (see subscribers.suppression_hash): the
+    # address that asked to be forgotten is recognised without being kept.
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("reason", sa.String(16), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+)

@@ -29,10 +29,13 @@ from feedpub.store.subscribers import (
     FORGOTTEN_DOMAIN,
     decode_categories,
     encode_categories,
+    lift_suppressions,
     new_token_keys,
     next_status,
     normalise_categories,
     status_change_values,
+    suppressed_hashes,
+    suppression_hash,
 )
 
 CSV_COLUMNS = ("email", "name", "status", "newsletter", "mode", "categories")
@@ -58,7 +61,7 @@ class ImportReport:
     unchanged: int = 0
     skipped: tuple[ImportProblem, ...] = ()
     not_resubscribed: int = 0
-    """Rows that asked to make an unsubscribed or bounced address active (refused)."""
+    """Rows that asked to make an unsubscribed, bounced or forgotten address active (refused)."""
     ignored_columns: tuple[str, ...] = ()
 
     @property
@@ -230,8 +233,11 @@ class _Batch:
     drafts: dict[str, _Draft] = field(default_factory=dict)
     events: list[tuple[_Draft, str, str]] = field(default_factory=list)
     not_resubscribed: int = 0
+    suppressed: set[str] = field(default_factory=set)
+    lifted: set[str] = field(default_factory=set)
 
     def load(self, conn: Connection, keys: Collection[str]) -> None:
+        self.suppressed = suppressed_hashes(conn, keys)
         rows = conn.execute(
             sa.select(subscribers).where(subscribers.c.email_key.in_(list(keys)))
         ).mappings()
@@ -250,6 +256,8 @@ class _Batch:
 
     def apply(self, row: _Row) -> _Outcome:
         detail = f"{self.detail_prefix}line {row.line}"
+        if self.suppressed and not self._may_use(row):
+            return _Outcome.UNCHANGED
         draft = self.drafts.get(row.address.key)
         if draft is None:
             draft = _Draft(
@@ -293,6 +301,21 @@ class _Batch:
         changed = self._subscribe(draft, row) or changed
         return _Outcome.UPDATED if changed else _Outcome.UNCHANGED
 
+    def _may_use(self, row: _Row) -> bool:
+        """False for a row of a forgotten address (nothing of it is stored), unless it
+        asks to resubscribe with ``resubscribe``, which lifts the suppression."""
+        hashed = suppression_hash(row.address.key)
+        if hashed not in self.suppressed:
+            return True
+        wants_back = row.status in (Status.ACTIVE, Status.PENDING)
+        if wants_back and self.resubscribe:
+            self.suppressed.discard(hashed)
+            self.lifted.add(hashed)
+            return True
+        if wants_back:
+            self.not_resubscribed += 1
+        return False
+
     def _subscribe(self, draft: _Draft, row: _Row) -> bool:
         if row.newsletter is None:
             return False
@@ -308,6 +331,7 @@ class _Batch:
         return True
 
     def flush(self, conn: Connection) -> None:
+        lift_suppressions(conn, self.lifted)
         new = [d for d in self.drafts.values() if d.id is None]
         changed = [d for d in self.drafts.values() if d.dirty and d.id is not None]
         if new:
@@ -386,8 +410,10 @@ def import_subscribers(
     ``newsletter`` column subscribe to ``default_newsletter``. A row without a
     status makes the subscriber ``default_status`` (active: the list's owner
     vouches for it), but never reactivates an unsubscribed or bounced address
-    unless ``resubscribe``. Invalid rows are skipped and reported with their
-    line numbers. ``progress`` is called with the number of rows read so far.
+    unless ``resubscribe``. A forgotten address is not stored again unless
+    ``resubscribe`` is given and its row asks for active or pending. Invalid
+    rows are skipped and reported with their line numbers. ``progress`` is
+    called with the number of rows read so far.
     Raises CsvError when the file has no usable header.
     """
     reader = _RowReader(tuple(dict.fromkeys(newsletters)), default_newsletter, default_status)
@@ -431,7 +457,8 @@ def _lock_for_import(conn: Connection) -> None:
     """
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(
-            "LOCK TABLE subscribers, subscriptions IN SHARE ROW EXCLUSIVE MODE"
+            "LOCK TABLE subscribers, subscriptions, suppressed_addresses "
+            "IN SHARE ROW EXCLUSIVE MODE"
         )
 
 

@@ -8,6 +8,8 @@ consent record.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import secrets
 from collections.abc import Iterable, Iterator
@@ -18,8 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from feedpub.errors import StoreError
-from feedpub.store.addresses import Address, clean_name, parse_address
+from feedpub.errors import InvalidAddress, StoreError
+from feedpub.store.addresses import Address, clean_name, email_key, parse_address
 from feedpub.store.engine import insert_ignoring_conflicts
 from feedpub.store.schema import (
     FORGOTTEN_EVENT,
@@ -29,11 +31,28 @@ from feedpub.store.schema import (
     subscriber_events,
     subscribers,
     subscriptions,
+    suppressed_addresses,
 )
 from feedpub.tokens import TokenClaim, TokenError
 
 FORGOTTEN_DOMAIN = "forgotten.invalid"
 """Erased subscribers get ``forgotten-ID@forgotten.invalid``: no real address can end so."""
+
+SUPPRESSION_KEY = b"feedpub suppressed address v1"
+"""The HMAC key of :func:`suppression_hash`. Fixed and public, so the hashes survive a
+new site secret and the store needs no secret; it only keeps a hash from matching
+ready-made tables of plain SHA-256 address hashes. The hashes are pseudonymous
+data: whoever holds an address can test whether it was forgotten."""
+
+SUPPRESSED_FORGOTTEN = "forgotten"
+
+
+class SuppressedAddress(InvalidAddress):
+    """The address was forgotten at its owner's request: it comes back only with ``resubscribe``.
+
+    A kind of InvalidAddress so that callers that report a bad address and go on
+    to the next one handle it the same way.
+    """
 
 
 @dataclass(frozen=True)
@@ -198,6 +217,51 @@ def record_event(
     )
 
 
+# --- suppressed addresses ------------------------------------------------------
+
+
+def suppression_hash(address_key: str) -> str:
+    """The keyed SHA-256 of an address key (lower-cased, normalised), in hex."""
+    return hmac.new(SUPPRESSION_KEY, address_key.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def suppressed_since(conn: Connection, address: str | Address) -> datetime | None:
+    """When this address was suppressed (forgotten), or None. Raises InvalidAddress."""
+    parsed = parse_address(address) if isinstance(address, str) else address
+    return conn.execute(
+        sa.select(suppressed_addresses.c.at)
+        .where(suppressed_addresses.c.hash == suppression_hash(parsed.key))
+    ).scalar()
+
+
+def suppressed_hashes(conn: Connection, address_keys: Iterable[str]) -> set[str]:
+    """Which of these address keys' hashes are suppressed."""
+    hashes = [suppression_hash(key) for key in address_keys]
+    if not hashes:
+        return set()
+    return set(conn.execute(
+        sa.select(suppressed_addresses.c.hash).where(suppressed_addresses.c.hash.in_(hashes))
+    ).scalars())
+
+
+def suppress_address(
+    conn: Connection, address_key: str, *, now: datetime, reason: str = SUPPRESSED_FORGOTTEN
+) -> None:
+    """Keep this address out of imports and adds until it is resubscribed."""
+    conn.execute(
+        insert_ignoring_conflicts(conn, suppressed_addresses)
+        .values(hash=suppression_hash(address_key), reason=reason, at=now)
+        .on_conflict_do_nothing(index_elements=["hash"])
+    )
+
+
+def lift_suppressions(conn: Connection, hashes: Iterable[str]) -> None:
+    """The people behind these hashes asked to come back."""
+    wanted = list(hashes)
+    if wanted:
+        conn.execute(suppressed_addresses.delete().where(suppressed_addresses.c.hash.in_(wanted)))
+
+
 # --- reading ---------------------------------------------------------------
 
 
@@ -319,8 +383,22 @@ def add_subscriber(
 
     An existing subscriber moves towards ``status`` as :func:`next_status`
     allows, and takes ``name`` when one is given. Raises InvalidAddress.
+
+    A forgotten (suppressed) address raises SuppressedAddress unless
+    ``resubscribe``, which lifts the suppression. A pending sign-up from the
+    web is let through: the double opt-in link proves the person asked, and
+    following it (:func:`change_status` to active) lifts the suppression.
     """
     parsed = parse_address(address) if isinstance(address, str) else address
+    since = suppressed_since(conn, parsed)
+    if since is not None:
+        if resubscribe:
+            lift_suppressions(conn, [suppression_hash(parsed.key)])
+        elif not (source == Source.WEB and status == Status.PENDING):
+            raise SuppressedAddress(
+                f"{parsed.email} was forgotten at their request on {since:%Y-%m-%d}; "
+                "not added (add --resubscribe if they asked to come back)"
+            )
     name = clean_name(name) or parsed.name
     inserted = conn.execute(
         insert_ignoring_conflicts(conn, subscribers)
@@ -374,11 +452,16 @@ def change_status(
     detail: str = "",
     resubscribe: bool = False,
 ) -> Subscriber:
-    """Move one subscriber to ``status`` if :func:`next_status` allows; returns it as it is now."""
+    """Move one subscriber to ``status`` if :func:`next_status` allows; returns it as it is now.
+
+    Becoming active (the person confirmed) lifts a suppression of the address.
+    """
     subscriber = require_subscriber(conn, subscriber_id)
     target = next_status(subscriber.status, status, resubscribe=resubscribe)
     if target is None:
         return subscriber
+    if target == Status.ACTIVE and not subscriber.forgotten:
+        lift_suppressions(conn, [suppression_hash(email_key(subscriber.email))])
     conn.execute(
         subscribers.update()
         .where(subscribers.c.id == subscriber_id)
@@ -449,9 +532,12 @@ def forget_subscriber(
     """Erase the personal data: address, name, subscriptions, event details.
 
     The row stays (as ``forgotten-ID@forgotten.invalid``, unsubscribed) so that
-    deliveries still add up; its old links stop working.
+    deliveries still add up; its old links stop working. A hash of the address
+    is kept (:func:`suppress_address`) so that no later import or add brings it back.
     """
     subscriber = require_subscriber(conn, subscriber_id)
+    if not subscriber.forgotten:
+        suppress_address(conn, email_key(subscriber.email), now=now)
     placeholder = f"forgotten-{subscriber_id}@{FORGOTTEN_DOMAIN}"
     values: dict[str, Any] = {
         "email": placeholder,
