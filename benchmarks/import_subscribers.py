@@ -17,17 +17,14 @@ import random
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-import sqlalchemy as sa
 from rich.console import Console
 from rich.progress import Progress
 
 from feedpub.store import ImportReport, count_by_status, import_subscribers, open_store
+from feedpub.store.engine import scratch_schema
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 DOMAINS = ["gmail.com", "example.org", "yahoo.co.jp", "bücher.de", "mail.example.co.uk",
@@ -53,21 +50,6 @@ def write_csv(path: Path, rows: int, seed: int = 5) -> None:
             newsletter, mode = ("daily", "instant") if n % 10 == 0 else ("weekly", "digest")
             categories = "python,web" if n % 7 == 0 else ""
             writer.writerow([email, f"{given} {family}", status, newsletter, mode, categories])
-
-
-@contextmanager
-def postgres_schema(base_url: str) -> Iterator[str]:
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base_url)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in base_url else "?"
-    try:
-        yield f"{base_url}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def run_import(
@@ -116,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             targets.append(("PostgreSQL", "", args.database_url))
         for label, url, pg_base in targets:
             if pg_base is not None:
-                with postgres_schema(pg_base) as pg_url:
+                with scratch_schema(pg_base, prefix="bench") as pg_url:
                     elapsed, cpu, _ = run_import(pg_url, csv_path, args.rows, console)
             else:
                 elapsed, cpu, _ = run_import(url, csv_path, args.rows, console)

@@ -263,17 +263,10 @@ def database(kind: str, workdir: Path, postgres: str | None) -> Iterator[str]:
         yield f"sqlite:///{workdir / 'feedpub.db'}"
         return
     assert postgres is not None
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(postgres)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in postgres else "?"
-    try:
-        yield f"{postgres}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    from feedpub.store.engine import scratch_schema
+
+    with scratch_schema(postgres, prefix="bench") as url:
+        yield url
 
 
 def composed(site: Site, limit: int) -> tuple[object, list[object]]:

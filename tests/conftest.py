@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -19,6 +18,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from feedpub.config import Settings, load_settings
+from feedpub.store.engine import scratch_schema
 
 BASIC_CONFIG = """\
 [site]
@@ -89,22 +89,6 @@ def make_site(tmp_path: Path) -> SiteFactory:
 POSTGRES_URL = os.environ.get("FEEDPUB_TEST_DATABASE_URL")
 
 
-def _postgres_schema_url(base: str) -> Iterator[str]:
-    import sqlalchemy as sa
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database: an SQLite file, and, where FEEDPUB_TEST_DATABASE_URL
@@ -114,7 +98,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     if not POSTGRES_URL:
         pytest.skip("FEEDPUB_TEST_DATABASE_URL is not set")
-    yield from _postgres_schema_url(POSTGRES_URL)
+    with scratch_schema(POSTGRES_URL, prefix="t") as url:
+        yield url
 
 
 @dataclass
