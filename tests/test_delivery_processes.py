@@ -21,8 +21,9 @@ from feedpub.config import load_settings
 from feedpub.digest import make_editions
 from feedpub.store import open_store
 from feedpub.store import queue as delivery_queue
+from feedpub.store.engine import scratch_schema
 from feedpub.store.schema import deliveries
-from tests.conftest import POSTGRES_URL, SiteFactory, SmtpServer, _postgres_schema_url
+from tests.conftest import POSTGRES_URL, SiteFactory, SmtpServer
 from tests.test_digest import MONDAY_9, T0, add_readers, post, site_config
 
 pytestmark = pytest.mark.slow
@@ -106,7 +107,8 @@ def procs(make_site: SiteFactory, database_url: str, smtp_server: SmtpServer,
 def postgres_url() -> Iterator[str]:
     if not POSTGRES_URL:
         pytest.skip("FEEDPUB_TEST_DATABASE_URL is not set")
-    yield from _postgres_schema_url(POSTGRES_URL)
+    with scratch_schema(POSTGRES_URL, prefix="t") as url:
+        yield url
 
 
 def test_a_thousand_subscribers_each_receive_the_edition_once(procs: Processes) -> None:
