@@ -181,8 +181,9 @@ def bare_pipeline(posts_dir: Path, out: Path) -> None:
 
 def rebuild_breakdown(site: Path) -> None:
     """Print the seconds of each step of a rebuild that finds nothing changed."""
-    from feedpub import content, feeds
-    from feedpub.build import feed_selection, scan
+    from feedpub import content
+    from feedpub.build import feed_selection, write_feeds
+    from feedpub.catalog import load_catalog
     from feedpub.config import load_settings
 
     now = datetime.fromisoformat(NOW)
@@ -190,11 +191,11 @@ def rebuild_breakdown(site: Path) -> None:
     settings = load_settings(site, env={})
     files = content.find_post_files(settings.posts_dir)
     listed = time.perf_counter()
-    catalog = scan(settings, now)
+    catalog = load_catalog(settings, now)
     scanned = time.perf_counter()
     shown = catalog.load(feed_selection(catalog.published, settings.feed.limit))
     loaded = time.perf_counter()
-    feeds.write_feeds(shown, settings)
+    write_feeds(shown, settings)
     written = time.perf_counter()
     print(f"list {len(files)} files: {listed - began:.3f} s; "
           f"scan (stat + cache lookup, nothing rendered: {catalog.rendered}): "

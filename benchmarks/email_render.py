@@ -22,7 +22,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from feedpub.build import collect_entries
+from feedpub.catalog import load_catalog
 from feedpub.config import Settings, load_settings
 from feedpub.mail.message import DkimSigner, build_message, prepare_message
 from feedpub.mail.render import Recipient, RenderedEdition, render_edition
@@ -121,7 +121,8 @@ def main() -> None:
         settings = make_site(site, args.posts, key)
         assert settings.mail.dkim is not None
         now = BASE + timedelta(days=args.posts + 1)
-        entries = collect_entries(settings, now).entries[: args.posts]
+        catalog = load_catalog(settings, now)
+        entries = catalog.load(catalog.published[: args.posts])
         newsletter = settings.newsletters[0]
 
         def render() -> RenderedEdition:

@@ -24,7 +24,9 @@ from rich.console import Console
 from rich.progress import Progress
 
 from feedpub.store import ImportReport, count_by_status, import_subscribers, open_store
-from feedpub.store.engine import scratch_schema
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.scratch
+from tests.scratch import scratch_schema
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 DOMAINS = ["gmail.com", "example.org", "yahoo.co.jp", "bücher.de", "mail.example.co.uk",

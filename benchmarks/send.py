@@ -263,7 +263,8 @@ def database(kind: str, workdir: Path, postgres: str | None) -> Iterator[str]:
         yield f"sqlite:///{workdir / 'feedpub.db'}"
         return
     assert postgres is not None
-    from feedpub.store.engine import scratch_schema
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.scratch
+    from tests.scratch import scratch_schema
 
     with scratch_schema(postgres, prefix="bench") as url:
         yield url

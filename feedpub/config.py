@@ -1,22 +1,28 @@
-"""Settings from ``feedpub.toml`` and ``FEEDPUB_*`` environment overrides, validated once."""
+"""Settings from ``feedpub.toml`` and ``FEEDPUB_*`` environment overrides, validated once.
+
+The bottom of the import graph: this module imports nothing of feedpub's but
+errors and pure parsers, so reading a post (and every build worker) stays free
+of smtplib, Babel and APScheduler. The dataclass fields are the one source of
+each table's keys and defaults.
+"""
 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Literal, TypeAlias
+from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from feedpub.errors import ConfigError
-from feedpub.mail.i18n import parse_locale
-from feedpub.mail.transports import parse_smtp_url
+from feedpub.i18n import parse_locale
 from feedpub.schedules import parse_schedule
 
 CONFIG_NAME = "feedpub.toml"
@@ -26,32 +32,175 @@ DATABASE_URL_VARIABLE = "FEEDPUB_DATABASE_URL"
 MAIL_TRANSPORT_VARIABLE = "FEEDPUB_MAIL_TRANSPORT"
 LANGUAGE_EXAMPLES = "en, de, pt-BR, zh-TW, zh-CN or ja"
 
-KNOWN_KEYS: dict[str, frozenset[str]] = {
-    "": frozenset({"site", "feed", "mail", "database", "web", "scheduler", "newsletter"}),
-    "site": frozenset({
-        "title", "url", "description", "language", "timezone", "author", "permalink",
-        "excerpt_separator", "summary_length",
-    }),
-    "site.author": frozenset({"name", "email"}),
-    "feed": frozenset({"limit", "full_content", "formats"}),
-    "mail": frozenset({
-        "from", "reply_to", "transport", "rate_limit", "envelope_from", "postal_address",
-        "max_html_bytes", "dkim_selector", "dkim_domain", "dkim_key_file",
-    }),
-    "database": frozenset({"url"}),
-    "web": frozenset({"url", "confirm_days"}),
-    "scheduler": frozenset({"misfire_grace_hours", "tick_seconds"}),
-    "newsletter": frozenset({
-        "name", "title", "schedule", "categories", "subject", "full_content", "description",
-    }),
-}
-"""Every key feedpub.toml may set, by table (``""`` is the top level); others are typos."""
-_ARRAYS_OF_TABLES = frozenset({"newsletter"})
+
+# --- the transport: parsed once, here ---------------------------------------------
+
+TRANSPORT_KEY = "mail.transport"
+TlsMode = Literal["starttls", "ssl", "none"]
+DEFAULT_PORTS: dict[TlsMode, int] = {"starttls": 587, "ssl": 465, "none": 25}
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_POOL = 4
+_SMTP_OPTIONS = ("tls", "timeout", "pool", "helo")
+
+
+@dataclass(frozen=True)
+class MaildirConfig:
+    """``maildir:PATH``: each message becomes a file in a folder."""
+
+    path: Path
+    """Absolute once loaded: a relative path is taken from the site folder."""
+
+    def describe(self) -> str:
+        return f"maildir:{self.path}"
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """``smtp://user:pass@host:port?tls=…``: a mail server and how to talk to it."""
+
+    host: str
+    port: int
+    tls: TlsMode = "starttls"
+    user: str | None = None
+    password: str = field(default="", repr=False)
+    timeout: float = DEFAULT_TIMEOUT
+    pool: int = DEFAULT_POOL
+    helo: str | None = None
+    """The name given in EHLO; default: this machine's fully qualified name."""
+
+    def describe(self) -> str:
+        """The URL without the password, for messages and logs."""
+        user = f"{self.user}@" if self.user else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"smtp://{user}{host}:{self.port}?tls={self.tls}"
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+TransportConfig: TypeAlias = MaildirConfig | SmtpConfig
+
+
+def parse_transport(text: str) -> TransportConfig:
+    """``maildir:PATH`` or an SMTP URL (:func:`parse_smtp_url`); a ConfigError naming
+    ``mail.transport`` otherwise. A relative Maildir path stays relative here."""
+    if text.startswith("maildir:"):
+        folder = text[len("maildir:") :]
+        if not folder.strip():
+            raise ConfigError("'maildir:' needs a folder, e.g. 'maildir:outbox'", key=TRANSPORT_KEY)
+        return MaildirConfig(Path(folder))
+    if text.lstrip().partition(":")[0].lower() not in ("smtp", "smtps"):
+        raise ConfigError(
+            f"must be 'maildir:PATH' or 'smtp://user:pass@host:port?tls=starttls', "
+            f"not {_redact(text)!r}",
+            key=TRANSPORT_KEY,
+        )
+    return parse_smtp_url(text)
+
+
+def parse_smtp_url(url: str) -> SmtpConfig:
+    """``smtp://user:pass@host:port?tls=starttls|ssl|none&timeout=30&pool=4&helo=NAME``.
+
+    The user and password are percent-decoded (write ``@`` as ``%40``); the port
+    defaults to 587, 465 or 25 after ``tls``; ``smtps://`` means ``tls=ssl``.
+    """
+    shown = _redact(url)
+
+    def fail(problem: str) -> ConfigError:
+        return ConfigError(f"{problem} in {shown!r}", key=TRANSPORT_KEY)
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise fail("cannot read the URL") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("smtp", "smtps"):
+        raise fail("the scheme must be smtp:// or smtps://")
+    host = parts.hostname
+    if not host:
+        raise fail("no host name")
+    try:
+        port = parts.port
+    except ValueError:
+        raise fail(
+            "the port must be a number from 1 to 65535 (percent-encode '/', '?', '#' "
+            "and '@' in a password)"
+        ) from None
+    try:
+        query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise fail("the query must look like '?tls=starttls&timeout=30'") from None
+    for key, values in query.items():
+        if key not in _SMTP_OPTIONS:
+            raise fail(f"unknown option {key!r} (known: {', '.join(_SMTP_OPTIONS)})")
+        if len(values) > 1:
+            raise fail(f"option {key!r} is given twice")
+    options = {key: values[0] for key, values in query.items()}
+
+    implied: TlsMode = "ssl" if scheme == "smtps" else "starttls"
+    tls = options.get("tls", implied).lower()
+    if tls not in DEFAULT_PORTS:
+        raise fail(f"tls must be starttls, ssl or none, not {tls!r}")
+    if scheme == "smtps" and tls != "ssl":
+        raise fail(f"smtps:// always uses tls=ssl, not tls={tls}")
+    mode: TlsMode = "ssl" if tls == "ssl" else "none" if tls == "none" else "starttls"
+
+    timeout = _number(options.get("timeout"), float, DEFAULT_TIMEOUT)
+    if timeout is None or not (math.isfinite(timeout) and timeout > 0):
+        raise fail(f"timeout must be a number of seconds above 0, not {options['timeout']!r}")
+    pool = _number(options.get("pool"), int, DEFAULT_POOL)
+    if not isinstance(pool, int) or not 1 <= pool <= 100:
+        raise fail(f"pool must be a whole number from 1 to 100, not {options['pool']!r}")
+    helo = options.get("helo") or None
+
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else ""
+    if password and not user:
+        raise fail("a password is given without a user")
+    return SmtpConfig(
+        host=host,
+        port=port or DEFAULT_PORTS[mode],
+        tls=mode,
+        user=user,
+        password=password,
+        timeout=timeout,
+        pool=pool,
+        helo=helo,
+    )
+
+
+def _number(text: str | None, kind: type[int] | type[float], default: float) -> float | None:
+    if text is None:
+        return default
+    try:
+        return kind(text)
+    except ValueError:
+        return None
+
+
+def _redact(url: str) -> str:
+    """The URL with its password as ``***``, for messages."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:
+        return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return parts._replace(netloc=f"{user}:***@{hostport}").geturl()
+
+
+# --- the settings ------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Author:
     name: str
+    """Defaults to the site's title."""
     email: str | None = None
 
 
@@ -94,10 +243,11 @@ class DkimConfig:
 
 @dataclass(frozen=True)
 class MailConfig:
-    from_address: str = "feedpub <news@localhost>"
+    from_address: str
+    """Defaults to the site's title at ``news@`` the site's host."""
     reply_to: str | None = None
-    transport: str = "maildir:outbox"
-    """``maildir:PATH`` (relative to the site) or ``smtp://user:pass@host:port?tls=…``."""
+    transport: TransportConfig = MaildirConfig(Path("outbox"))
+    """Written ``maildir:PATH`` (relative to the site) or ``smtp://user:pass@host:port?tls=…``."""
     rate_limit: float = 20.0
     """Messages per second, all workers together; 0 means unlimited."""
     envelope_from: str | None = None
@@ -114,16 +264,23 @@ class MailConfig:
     def from_domain(self) -> str:
         return self.from_email.rpartition("@")[2]
 
+    @property
+    def return_path(self) -> str:
+        """The envelope sender (``MAIL FROM``), where bounces go: ``envelope_from``,
+        else the From address."""
+        return self.envelope_from or self.from_address
+
 
 @dataclass(frozen=True)
 class DatabaseConfig:
-    url: str
+    url: str = "sqlite:///feedpub.db"
 
 
 @dataclass(frozen=True)
 class WebConfig:
     url: str
-    """Where ``feedpub serve`` is reachable from subscribers; links in email point here."""
+    """Where ``feedpub serve`` is reachable from subscribers; links in email point here.
+    Defaults to the site's URL."""
     confirm_days: int = 7
 
 
@@ -139,11 +296,13 @@ class SchedulerConfig:
 class NewsletterConfig:
     name: str
     title: str
+    """Defaults to the site's title and the newsletter's name."""
     schedule: str = "0 9 * * MON"
     categories: tuple[str, ...] = ()
     subject: str | None = None
     """A jinja2 template; None means the site title and the first entry's title."""
     full_content: bool = True
+    """Defaults to ``feed.full_content``."""
     description: str = ""
 
 
@@ -204,8 +363,75 @@ class Settings:
         return self.secret
 
 
+# --- the file's shape, from the dataclasses -----------------------------------------
+
+_TABLES: dict[str, type[Any]] = {
+    "site": SiteConfig,
+    "site.author": Author,
+    "feed": FeedConfig,
+    "mail": MailConfig,
+    "database": DatabaseConfig,
+    "web": WebConfig,
+    "scheduler": SchedulerConfig,
+    "newsletter": NewsletterConfig,
+}
+"""Each table of feedpub.toml and the dataclass whose fields are its keys."""
+_ARRAYS_OF_TABLES = frozenset({"newsletter"})
+_TOML_NAMES: dict[tuple[type[Any], str], str] = {(MailConfig, "from_address"): "from"}
+"""Fields whose key in the file is not their name."""
+_FLATTENED: dict[tuple[type[Any], str], type[Any]] = {(MailConfig, "dkim"): DkimConfig}
+"""Fields set by prefixed keys in the same table (``dkim_selector`` -> ``dkim.selector``)."""
+
+
+def _toml_key(schema: type[Any], name: str) -> str:
+    return _TOML_NAMES.get((schema, name), name)
+
+
+def _toml_keys(schema: type[Any], prefix: str = "") -> Iterator[str]:
+    for item in fields(schema):
+        inner = _FLATTENED.get((schema, item.name))
+        if inner is not None:
+            yield from _toml_keys(inner, f"{prefix}{item.name}_")
+        else:
+            yield prefix + _toml_key(schema, item.name)
+
+
+KNOWN_KEYS: dict[str, frozenset[str]] = {
+    "": frozenset(table for table in _TABLES if "." not in table),
+    **{table: frozenset(_toml_keys(schema)) for table, schema in _TABLES.items()},
+}
+"""Every key feedpub.toml may set, by table (``""`` is the top level); others are typos."""
+
+
+def _field_default(schema: type[Any], name: str) -> Any:
+    """The dataclass default of a field; None when the field has none (it is required)."""
+    for item in fields(schema):
+        if item.name == name:
+            if item.default is not MISSING:
+                return item.default
+            if item.default_factory is not MISSING:
+                return item.default_factory()
+            return None
+    raise AssertionError(f"{schema.__name__} has no field {name!r}")
+
+
+def toml_error(error: tomllib.TOMLDecodeError) -> tuple[str, int | None]:
+    """A TOML syntax error's message without its position, and the 1-based line it names."""
+    text = str(error)
+    line: int | None = getattr(error, "lineno", None)
+    position = re.search(r"\s*\(at line (\d+), column \d+\)", text)
+    if position:
+        text = text[: position.start()] + text[position.end() :]
+        if line is None:
+            line = int(position[1])
+    return text, line
+
+
+# --- reading typed values, naming file, line and key on error -----------------------
+
+
 class _Reader:
-    """Reads typed values out of one parsed TOML document, naming key and line on error."""
+    """Reads one parsed TOML document, naming key and line on error."""
 
     def __init__(self, path: Path, text: str) -> None:
         self.path = path
@@ -270,76 +496,124 @@ class _Reader:
             elif isinstance(value, dict):
                 self.check_known(value, inner, here)
 
-    def table(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-        value = data.get(key, {})
+    def table(self, data: Mapping[str, Any], name: str) -> _Table:
+        """The table ``name`` (``site``, ``mail``…); an empty one when the file leaves it out."""
+        value = data.get(name, {})
         if not isinstance(value, dict):
-            raise self.error(key, "must be a table")
-        return value
+            raise self.error(name, "must be a table")
+        return _Table(self, value, name, _TABLES[name])
 
-    def string(
-        self, data: Mapping[str, Any], key: str, dotted: str, default: str | None = None
-    ) -> str:
-        value = data.get(key, default)
+
+_FROM_FIELD: Any = object()
+"""Stands for "the dataclass field's default" in :class:`_Table`'s reads."""
+
+
+class _Table:
+    """The keys of one table that fill one dataclass: each key's name in the file, its
+    place in messages and its default come from the dataclass's fields."""
+
+    def __init__(
+        self, reader: _Reader, data: Mapping[str, Any], where: str, schema: type[Any],
+        prefix: str = "",
+    ) -> None:
+        self.reader = reader
+        self.data = data
+        self.where = where
+        self.schema = schema
+        self.prefix = prefix
+
+    def part(self, name: str) -> _Table:
+        """The dataclass of field ``name``, set by prefixed keys of this same table."""
+        return _Table(
+            self.reader, self.data, self.where, _FLATTENED[(self.schema, name)],
+            prefix=f"{self.prefix}{name}_",
+        )
+
+    def key(self, name: str) -> str:
+        return self.prefix + _toml_key(self.schema, name)
+
+    def dotted(self, name: str) -> str:
+        return f"{self.where}.{self.key(name)}"
+
+    def error(self, name: str, message: str) -> ConfigError:
+        return self.reader.error(self.dotted(name), message)
+
+    def default(self, name: str) -> Any:
+        return _field_default(self.schema, name)
+
+    def given(self, name: str) -> bool:
+        return self.data.get(self.key(name)) is not None
+
+    def _value(self, name: str, default: Any) -> Any:
+        if default is _FROM_FIELD:
+            default = self.default(name)
+        return self.data.get(self.key(name), default)
+
+    def string(self, name: str, default: str | None = _FROM_FIELD) -> str:
+        value = self._value(name, default)
         if value is None:
-            raise self.error(dotted, "is required")
+            raise self.error(name, "is required")
         if not isinstance(value, str):
-            raise self.error(dotted, f"must be a string, not {type(value).__name__}")
+            raise self.error(name, f"must be a string, not {type(value).__name__}")
         return value
 
-    def optional_string(self, data: Mapping[str, Any], key: str, dotted: str) -> str | None:
-        if data.get(key) is None:
-            return None
-        return self.string(data, key, dotted)
+    def optional_string(self, name: str) -> str | None:
+        return self.string(name) if self.given(name) else None
 
-    def integer(
-        self, data: Mapping[str, Any], key: str, dotted: str, default: int, minimum: int = 0
-    ) -> int:
-        value = data.get(key, default)
+    def integer(self, name: str, *, minimum: int = 0) -> int:
+        value = self._value(name, _FROM_FIELD)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(dotted, f"must be a whole number, not {value!r}")
+            raise self.error(name, f"must be a whole number, not {value!r}")
         if value < minimum:
-            raise self.error(dotted, f"must be at least {minimum}, not {value}")
+            raise self.error(name, f"must be at least {minimum}, not {value}")
         return value
 
-    def number(self, data: Mapping[str, Any], key: str, dotted: str, default: float) -> float:
-        value = data.get(key, default)
+    def number(self, name: str) -> float:
+        value = self._value(name, _FROM_FIELD)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.error(dotted, f"must be a number, not {value!r}")
+            raise self.error(name, f"must be a number, not {value!r}")
         if value < 0:
-            raise self.error(dotted, f"must not be negative, not {value}")
+            raise self.error(name, f"must not be negative, not {value}")
         return float(value)
 
-    def boolean(self, data: Mapping[str, Any], key: str, dotted: str, default: bool) -> bool:
-        value = data.get(key, default)
+    def boolean(self, name: str, default: bool = _FROM_FIELD) -> bool:
+        value = self._value(name, default)
         if not isinstance(value, bool):
-            raise self.error(dotted, f"must be true or false, not {value!r}")
+            raise self.error(name, f"must be true or false, not {value!r}")
         return value
 
-    def strings(
-        self, data: Mapping[str, Any], key: str, dotted: str, default: tuple[str, ...] = ()
-    ) -> tuple[str, ...]:
-        value = data.get(key, list(default))
+    def strings(self, name: str) -> tuple[str, ...]:
+        value = self._value(name, _FROM_FIELD)
         if isinstance(value, str):
             value = value.split()
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.error(dotted, "must be a list of strings")
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise self.error(name, "must be a list of strings")
         return tuple(value)
 
 
-def _absolute_url(reader: _Reader, value: str, dotted: str) -> str:
+# --- checks that need more than a type ---------------------------------------------
+
+
+def _absolute_url(table: _Table, name: str, default: str | None = _FROM_FIELD) -> str:
+    value = table.string(name, default)
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise reader.error(dotted, f"must be an absolute http(s) URL, not {value!r}")
+        raise table.error(name, f"must be an absolute http(s) URL, not {value!r}")
     return value if value.endswith("/") else value + "/"
 
 
-def _address(reader: _Reader, value: str, dotted: str) -> str:
+def _address(table: _Table, name: str, value: str) -> str:
     _, email = parseaddr(value)
     if "@" not in email or email.startswith("@") or email.endswith("@"):
-        raise reader.error(
-            dotted, f"must be an email address such as 'Name <news@example.com>', not {value!r}"
+        raise table.error(
+            name, f"must be an email address such as 'Name <news@example.com>', not {value!r}"
         )
     return value
+
+
+def _optional_address(table: _Table, name: str) -> str | None:
+    value = table.optional_string(name)
+    return _address(table, name, value) if value else None
 
 
 def _resolve_sqlite(url: str, site_dir: Path) -> str:
@@ -349,10 +623,9 @@ def _resolve_sqlite(url: str, site_dir: Path) -> str:
     return url
 
 
-def _resolve_maildir(transport: str, site_dir: Path) -> str:
-    if transport.startswith("maildir:"):
-        path = Path(transport[len("maildir:") :])
-        return "maildir:" + str(path if path.is_absolute() else (site_dir / path).resolve())
+def _in_site(transport: TransportConfig, site_dir: Path) -> TransportConfig:
+    if isinstance(transport, MaildirConfig) and not transport.path.is_absolute():
+        return MaildirConfig((site_dir / transport.path).resolve())
     return transport
 
 
@@ -360,47 +633,40 @@ Blame = Callable[[str], ConfigError]
 
 
 def _overridable(
-    r: _Reader,
-    env: Mapping[str, str],
-    variable: str,
-    table: Mapping[str, Any],
-    key: str,
-    dotted: str,
-    default: str,
-) -> tuple[str, Blame]:
-    """A string the environment may override, and how to blame it: a bad value from
-    the environment names its variable, not a line of the file that it replaced."""
+    table: _Table, env: Mapping[str, str], variable: str, name: str
+) -> tuple[str | None, Blame]:
+    """A string the environment may override (None when neither sets it), and how to
+    blame it: a bad value from the environment names its variable, not a line of the
+    file that it replaced."""
     value = env.get(variable)
     if value:
         return value, lambda message: ConfigError(message, key=variable)
-    return r.string(table, key, dotted, default), lambda message: r.error(dotted, message)
+    return table.optional_string(name), lambda message: table.error(name, message)
 
 
-def _check_language(r: _Reader, language: str) -> None:
+def _check_language(site: _Table, language: str) -> None:
     """Parse the tag as the newsletter templates will; a tag without a catalog (``de``,
     ``pt-BR``) is fine and gets English words."""
     if not language.strip():
-        raise r.error("site.language", f"must not be empty: use a tag such as {LANGUAGE_EXAMPLES}")
+        raise site.error("language", f"must not be empty: use a tag such as {LANGUAGE_EXAMPLES}")
     try:
         parse_locale(language)
     except ValueError as exc:
-        raise r.error("site.language", f"{exc}: use a tag such as {LANGUAGE_EXAMPLES}") from None
+        raise site.error("language", f"{exc}: use a tag such as {LANGUAGE_EXAMPLES}") from None
 
 
-def _check_transport(transport: str, blame: Blame) -> None:
-    if transport.startswith("maildir:"):
-        if not transport[len("maildir:") :].strip():
-            raise blame("'maildir:' needs a folder, e.g. 'maildir:outbox'")
-        return
-    if urlsplit(transport).scheme not in ("smtp", "smtps"):
-        raise blame(
-            f"must be 'maildir:PATH' or 'smtp://user:pass@host:port?tls=starttls', "
-            f"not {transport!r}"
+def _check_permalink(site: _Table, permalink: str) -> None:
+    if "{slug}" not in permalink:
+        raise site.error("permalink", "must contain {slug}")
+    unknown = set(re.findall(r"\{(\w+)\}", permalink)) - {
+        "year", "month", "day", "slug", "category",
+    }
+    if unknown:
+        raise site.error(
+            "permalink",
+            f"unknown placeholder {{{sorted(unknown)[0]}}} "
+            "(use {year}, {month}, {day}, {slug}, {category})",
         )
-    try:
-        parse_smtp_url(transport)
-    except ConfigError as error:
-        raise blame(error.message) from None
 
 
 def _read_secret(site_dir: Path, env: Mapping[str, str]) -> str | None:
@@ -410,6 +676,9 @@ def _read_secret(site_dir: Path, env: Mapping[str, str]) -> str | None:
     if secret_file.is_file():
         return secret_file.read_text(encoding="utf-8").strip() or None
     return None
+
+
+# --- loading -----------------------------------------------------------------------
 
 
 def load_settings(site_dir: Path | str, env: Mapping[str, str] | None = None) -> Settings:
@@ -429,11 +698,7 @@ def load_settings(site_dir: Path | str, env: Mapping[str, str] | None = None) ->
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
-        match = re.search(r"\(at line (\d+)", str(exc))
-        if line is None and match:
-            line = int(match.group(1))
-        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        message, line = toml_error(exc)
         raise ConfigError(f"invalid TOML: {message}", path=path, line=line) from None
     return parse_settings(data, site_dir=site_dir, path=path, text=text, env=env)
 
@@ -450,160 +715,161 @@ def parse_settings(
     r = _Reader(path, text)
     r.check_known(data)
 
-    site = r.table(data, "site")
-    timezone = r.string(site, "timezone", "site.timezone", "UTC")
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise r.error("site.timezone", f"unknown IANA time zone {timezone!r}") from None
-    author_data = site.get("author", {})
-    if isinstance(author_data, str):
-        author_data = {"name": author_data}
-    if not isinstance(author_data, dict):
-        raise r.error("site.author", "must be a table such as { name = '…', email = '…' }")
-    permalink = r.string(site, "permalink", "site.permalink", "/{year}/{month}/{day}/{slug}/")
-    if "{slug}" not in permalink:
-        raise r.error("site.permalink", "must contain {slug}")
-    unknown = set(re.findall(r"\{(\w+)\}", permalink)) - {
-        "year", "month", "day", "slug", "category",
-    }
-    if unknown:
-        raise r.error(
-            "site.permalink",
-            f"unknown placeholder {{{sorted(unknown)[0]}}} "
-            "(use {year}, {month}, {day}, {slug}, {category})",
-        )
-    title = r.string(site, "title", "site.title")
-    language = r.string(site, "language", "site.language", "en")
-    _check_language(r, language)
-    site_url = _absolute_url(r, r.string(site, "url", "site.url"), "site.url")
-    site_config = SiteConfig(
-        title=title,
-        url=site_url,
-        description=r.string(site, "description", "site.description", ""),
-        language=language,
-        timezone=timezone,
-        author=Author(
-            name=r.string(author_data, "name", "site.author.name", title),
-            email=r.optional_string(author_data, "email", "site.author.email"),
-        ),
-        permalink=permalink,
-        excerpt_separator=r.string(
-            site, "excerpt_separator", "site.excerpt_separator", "<!--more-->"
-        ),
-        summary_length=r.integer(site, "summary_length", "site.summary_length", 280, minimum=20),
-    )
-
-    feed = r.table(data, "feed")
-    formats = r.strings(feed, "formats", "feed.formats", FEED_FORMATS)
-    for name in formats:
-        if name not in FEED_FORMATS:
-            raise r.error("feed.formats", f"unknown format {name!r} (use atom, rss, json)")
-    feed_config = FeedConfig(
-        limit=r.integer(feed, "limit", "feed.limit", 20, minimum=1),
-        full_content=r.boolean(feed, "full_content", "feed.full_content", True),
-        formats=formats,
-    )
-
-    mail = r.table(data, "mail")
-    transport, blame_transport = _overridable(
-        r, env, MAIL_TRANSPORT_VARIABLE, mail, "transport", "mail.transport", "maildir:outbox"
-    )
-    _check_transport(transport, blame_transport)
-    dkim = None
-    if mail.get("dkim_selector") or mail.get("dkim_domain") or mail.get("dkim_key_file"):
-        key_file = Path(r.string(mail, "dkim_key_file", "mail.dkim_key_file"))
-        dkim = DkimConfig(
-            selector=r.string(mail, "dkim_selector", "mail.dkim_selector"),
-            domain=r.string(mail, "dkim_domain", "mail.dkim_domain"),
-            key_file=key_file if key_file.is_absolute() else site_dir / key_file,
-        )
-    from_address = _address(
-        r, r.string(mail, "from", "mail.from", f"{title} <news@{urlsplit(site_url).hostname}>"),
-        "mail.from",
-    )
-    reply_to = r.optional_string(mail, "reply_to", "mail.reply_to")
-    envelope_from = r.optional_string(mail, "envelope_from", "mail.envelope_from")
-    mail_config = MailConfig(
-        from_address=from_address,
-        reply_to=_address(r, reply_to, "mail.reply_to") if reply_to else None,
-        transport=_resolve_maildir(transport, site_dir),
-        rate_limit=r.number(mail, "rate_limit", "mail.rate_limit", 20.0),
-        envelope_from=_address(r, envelope_from, "mail.envelope_from") if envelope_from else None,
-        postal_address=r.string(mail, "postal_address", "mail.postal_address", ""),
-        max_html_bytes=r.integer(
-            mail, "max_html_bytes", "mail.max_html_bytes", 102_000, minimum=10_000
-        ),
-        dkim=dkim,
-    )
-
-    database = r.table(data, "database")
-    db_url, blame_db_url = _overridable(
-        r, env, DATABASE_URL_VARIABLE, database, "url", "database.url", "sqlite:///feedpub.db"
-    )
-    if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", db_url):
-        raise blame_db_url(f"must be sqlite:///FILE or postgresql+psycopg://…, not {db_url!r}")
-    if db_url.startswith("postgresql://"):
-        db_url = "postgresql+psycopg://" + db_url[len("postgresql://") :]
-
-    web = r.table(data, "web")
-    web_config = WebConfig(
-        url=_absolute_url(r, r.string(web, "url", "web.url", site_url), "web.url"),
-        confirm_days=r.integer(web, "confirm_days", "web.confirm_days", 7, minimum=1),
-    )
-
-    scheduler = r.table(data, "scheduler")
-    scheduler_config = SchedulerConfig(
-        misfire_grace_hours=r.number(
-            scheduler, "misfire_grace_hours", "scheduler.misfire_grace_hours", 6.0
-        ),
-        tick_seconds=r.integer(scheduler, "tick_seconds", "scheduler.tick_seconds", 60, minimum=1),
-    )
-
-    raw_newsletters = data.get("newsletter", [{"name": "weekly"}])
-    if not isinstance(raw_newsletters, list) or not raw_newsletters:
-        raise r.error("newsletter", "must be one or more [[newsletter]] tables")
-    newsletters: list[NewsletterConfig] = []
-    for index, item in enumerate(raw_newsletters):
-        prefix = f"newsletter[{index}]"
-        if not isinstance(item, dict):
-            raise r.error(prefix, "must be a table")
-        name = r.string(item, "name", f"{prefix}.name")
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
-            raise r.error(
-                f"{prefix}.name",
-                f"{name!r} must be lower-case letters, digits, '-' or '_' (it is used in URLs)",
-            )
-        if any(n.name == name for n in newsletters):
-            raise r.error(f"{prefix}.name", f"another newsletter is already named {name!r}")
-        schedule = r.string(item, "schedule", f"{prefix}.schedule", "0 9 * * MON")
-        try:
-            parse_schedule(schedule, ZoneInfo(timezone))
-        except ConfigError as error:
-            raise r.error(f"{prefix}.schedule", error.message) from None
-        newsletters.append(
-            NewsletterConfig(
-                name=name,
-                title=r.string(item, "title", f"{prefix}.title", f"{title}: {name}"),
-                schedule=schedule,
-                categories=r.strings(item, "categories", f"{prefix}.categories"),
-                subject=r.optional_string(item, "subject", f"{prefix}.subject"),
-                full_content=r.boolean(
-                    item, "full_content", f"{prefix}.full_content", feed_config.full_content
-                ),
-                description=r.string(item, "description", f"{prefix}.description", ""),
-            )
-        )
-
+    site_config = _read_site(r, data)
+    feed_config = _read_feed(r, data)
     return Settings(
         site_dir=site_dir,
         config_path=path,
         site=site_config,
         feed=feed_config,
-        mail=mail_config,
-        database=DatabaseConfig(url=_resolve_sqlite(db_url, site_dir)),
-        web=web_config,
-        scheduler=scheduler_config,
-        newsletters=tuple(newsletters),
+        mail=_read_mail(r, data, site_config, site_dir, env),
+        database=_read_database(r, data, site_dir, env),
+        web=_read_web(r, data, site_config),
+        scheduler=_read_scheduler(r, data),
+        newsletters=_read_newsletters(r, data, site_config, feed_config),
         secret=_read_secret(site_dir, env),
     )
+
+
+def _read_site(r: _Reader, data: Mapping[str, Any]) -> SiteConfig:
+    site = r.table(data, "site")
+    timezone = site.string("timezone")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise site.error("timezone", f"unknown IANA time zone {timezone!r}") from None
+    author_data = site.data.get("author", {})
+    if isinstance(author_data, str):
+        author_data = {"name": author_data}
+    if not isinstance(author_data, dict):
+        raise site.error("author", "must be a table such as { name = '…', email = '…' }")
+    author = _Table(r, author_data, "site.author", Author)
+    permalink = site.string("permalink")
+    _check_permalink(site, permalink)
+    title = site.string("title")
+    language = site.string("language")
+    _check_language(site, language)
+    return SiteConfig(
+        title=title,
+        url=_absolute_url(site, "url"),
+        description=site.string("description"),
+        language=language,
+        timezone=timezone,
+        author=Author(name=author.string("name", title), email=author.optional_string("email")),
+        permalink=permalink,
+        excerpt_separator=site.string("excerpt_separator"),
+        summary_length=site.integer("summary_length", minimum=20),
+    )
+
+
+def _read_feed(r: _Reader, data: Mapping[str, Any]) -> FeedConfig:
+    feed = r.table(data, "feed")
+    formats = feed.strings("formats")
+    for name in formats:
+        if name not in FEED_FORMATS:
+            raise feed.error("formats", f"unknown format {name!r} (use atom, rss, json)")
+    return FeedConfig(
+        limit=feed.integer("limit", minimum=1),
+        full_content=feed.boolean("full_content"),
+        formats=formats,
+    )
+
+
+def _read_mail(
+    r: _Reader, data: Mapping[str, Any], site: SiteConfig, site_dir: Path,
+    env: Mapping[str, str],
+) -> MailConfig:
+    mail = r.table(data, "mail")
+    written, blame = _overridable(mail, env, MAIL_TRANSPORT_VARIABLE, "transport")
+    try:
+        transport = mail.default("transport") if written is None else parse_transport(written)
+    except ConfigError as error:
+        raise blame(error.message) from None
+    dkim_keys = mail.part("dkim")
+    dkim = None
+    if any(dkim_keys.data.get(dkim_keys.key(item.name)) for item in fields(DkimConfig)):
+        key_file = Path(dkim_keys.string("key_file"))
+        dkim = DkimConfig(
+            selector=dkim_keys.string("selector"),
+            domain=dkim_keys.string("domain"),
+            key_file=key_file if key_file.is_absolute() else site_dir / key_file,
+        )
+    from_address = mail.string("from_address", f"{site.title} <news@{site.host}>")
+    return MailConfig(
+        from_address=_address(mail, "from_address", from_address),
+        reply_to=_optional_address(mail, "reply_to"),
+        transport=_in_site(transport, site_dir),
+        rate_limit=mail.number("rate_limit"),
+        envelope_from=_optional_address(mail, "envelope_from"),
+        postal_address=mail.string("postal_address"),
+        max_html_bytes=mail.integer("max_html_bytes", minimum=10_000),
+        dkim=dkim,
+    )
+
+
+def _read_database(
+    r: _Reader, data: Mapping[str, Any], site_dir: Path, env: Mapping[str, str]
+) -> DatabaseConfig:
+    database = r.table(data, "database")
+    written, blame = _overridable(database, env, DATABASE_URL_VARIABLE, "url")
+    url: str = database.default("url") if written is None else written
+    if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", url):
+        raise blame(f"must be sqlite:///FILE or postgresql+psycopg://…, not {url!r}")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return DatabaseConfig(url=_resolve_sqlite(url, site_dir))
+
+
+def _read_web(r: _Reader, data: Mapping[str, Any], site: SiteConfig) -> WebConfig:
+    web = r.table(data, "web")
+    return WebConfig(
+        url=_absolute_url(web, "url", site.url),
+        confirm_days=web.integer("confirm_days", minimum=1),
+    )
+
+
+def _read_scheduler(r: _Reader, data: Mapping[str, Any]) -> SchedulerConfig:
+    scheduler = r.table(data, "scheduler")
+    return SchedulerConfig(
+        misfire_grace_hours=scheduler.number("misfire_grace_hours"),
+        tick_seconds=scheduler.integer("tick_seconds", minimum=1),
+    )
+
+
+def _read_newsletters(
+    r: _Reader, data: Mapping[str, Any], site: SiteConfig, feed: FeedConfig
+) -> tuple[NewsletterConfig, ...]:
+    raw_newsletters = data.get("newsletter", [{"name": "weekly"}])
+    if not isinstance(raw_newsletters, list) or not raw_newsletters:
+        raise r.error("newsletter", "must be one or more [[newsletter]] tables")
+    newsletters: list[NewsletterConfig] = []
+    for index, item in enumerate(raw_newsletters):
+        where = f"newsletter[{index}]"
+        if not isinstance(item, dict):
+            raise r.error(where, "must be a table")
+        newsletter = _Table(r, item, where, NewsletterConfig)
+        name = newsletter.string("name")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+            raise newsletter.error(
+                "name",
+                f"{name!r} must be lower-case letters, digits, '-' or '_' (it is used in URLs)",
+            )
+        if any(n.name == name for n in newsletters):
+            raise newsletter.error("name", f"another newsletter is already named {name!r}")
+        schedule = newsletter.string("schedule")
+        try:
+            parse_schedule(schedule, site.tz)
+        except ConfigError as error:
+            raise newsletter.error("schedule", error.message) from None
+        newsletters.append(
+            NewsletterConfig(
+                name=name,
+                title=newsletter.string("title", f"{site.title}: {name}"),
+                schedule=schedule,
+                categories=newsletter.strings("categories"),
+                subject=newsletter.optional_string("subject"),
+                full_content=newsletter.boolean("full_content", feed.full_content),
+                description=newsletter.string("description"),
+            )
+        )
+    return tuple(newsletters)

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from feedpub.config import SiteConfig
+from feedpub.config import SiteConfig, toml_error
 from feedpub.errors import ContentError
 
 POST_SUFFIXES = (".md", ".markdown")
@@ -521,7 +521,6 @@ def _load_yaml(text: str, relpath: str) -> _FrontMatter:
     return result
 
 
-_TOML_AT_LINE = re.compile(r"\s*\(at line (\d+), column \d+\)")
 _TOML_KEY = re.compile(r"[ \t]*(?:\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_-]+))[ \t]*[.=]")
 _TOML_TABLE = re.compile(r"[ \t]*\[\[?[ \t]*(?:\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_-]+))")
 
@@ -532,9 +531,8 @@ def _load_toml(text: str, relpath: str) -> _FrontMatter:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        at = _TOML_AT_LINE.search(str(exc))
-        line = first + int(at[1]) - 1 if at else first + text.count("\n")
-        message = _TOML_AT_LINE.sub("", str(exc))
+        message, at = toml_error(exc)
+        line = first + at - 1 if at else first + text.count("\n")
         raise ContentError(
             f"invalid TOML front matter: {message}", path=relpath, line=line
         ) from None
@@ -811,58 +809,3 @@ def _lang(fields: _Fields) -> str | None:
     if not _LANG.fullmatch(lang):
         raise fields.error("lang", f"{text!r} is not a language tag such as en, zh-TW or pt-BR")
     return lang
-
-
-# ---------------------------------------------------------------- reading them all
-
-
-def read_posts(
-    posts_dir: Path, *, site: SiteConfig, site_dir: Path
-) -> tuple[list[Post], list[ContentError]]:
-    """Every readable post under ``posts_dir`` (sorted by file) and one error per other file.
-
-    A post whose slug (ignoring case) or ``id`` an earlier file already has is
-    an error too; the first file in sorted order keeps it.
-    """
-    posts: list[Post] = []
-    errors: list[ContentError] = []
-    slugs: dict[str, Post] = {}
-    ids: dict[str, Post] = {}
-    for path in find_post_files(posts_dir):
-        try:
-            post = read_post(path, site=site, site_dir=site_dir)
-        except ContentError as exc:
-            errors.append(exc)
-            continue
-        owner = slugs.get(post.slug.casefold())
-        if owner is not None:
-            errors.append(_duplicate(post, owner, "slug", post.slug))
-            continue
-        if post.id is not None:
-            owner = ids.get(post.id)
-            if owner is not None:
-                errors.append(_duplicate(post, owner, "id", post.id))
-                continue
-            ids[post.id] = post
-        slugs[post.slug.casefold()] = post
-        posts.append(post)
-    return posts, errors
-
-
-def _duplicate(post: Post, owner: Post, key: str, value: str) -> ContentError:
-    return ContentError(
-        f"{key} {value!r} is already used by {owner.relpath}: "
-        f"give one of them another '{key}:'",
-        path=post.relpath,
-        line=post.key_lines.get(key),
-        key=key,
-    )
-
-
-def is_published(post: Post, now: datetime) -> bool:
-    """Not a draft and dated at or before ``now``."""
-    return not post.draft and post.date <= now
-
-
-def is_future(post: Post, now: datetime) -> bool:
-    return post.date > now

@@ -34,12 +34,12 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
-from feedpub import build, lint
+from feedpub import lint, writer
+from feedpub.catalog import Catalog, EntryRef, load_catalog
 from feedpub.config import NewsletterConfig, Settings
 from feedpub.entries import Entry, category_slug
 from feedpub.errors import ContentError
@@ -61,6 +61,9 @@ from feedpub.store.editions import (
 )
 from feedpub.store.engine import Store
 from feedpub.store.schema import Mode
+
+if TYPE_CHECKING:
+    from feedpub.mail.render import RenderedEdition
 
 INSTANT_PREFIX = "post:"
 DIGEST_PREFIX = "digest:"
@@ -170,6 +173,12 @@ class DigestReport:
     dry_run: bool = False
 
     @property
+    def noteworthy(self) -> tuple[EditionSummary, ...]:
+        """Every edition but the instant ones that nobody receives (each new post gets
+        one): what the CLI prints and the scheduler logs."""
+        return tuple(e for e in self.editions if e.kind != "post" or e.recipients)
+
+    @property
     def made(self) -> tuple[EditionSummary, ...]:
         """Digests, and instant posts that someone receives (every new post gets an
         instant edition, so that a later instant subscriber never gets old posts)."""
@@ -183,22 +192,20 @@ class _Run:
     settings: Settings
     store: Store
     now: datetime
-    catalog: build.Catalog
+    catalog: Catalog
     dry_run: bool
     force: bool
     editions: list[EditionSummary] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
-    _lint: lint.LintReport | None = None
 
     def blocked(self, newsletter: str, entries: Sequence[Entry]) -> set[str]:
         """Ids of entries with lint errors (none with ``force``); each is reported once."""
         if self.force or not entries:
             return set()
-        if self._lint is None:
-            self._lint = lint.lint_site(self.settings, self.now)
+        report = self.catalog.lint(sources={entry.source for entry in entries})
         blocked: set[str] = set()
         for entry in entries:
-            findings = lint.errors_for([entry], self._lint)
+            findings = lint.errors_for([entry], report)
             if findings:
                 blocked.add(entry.id)
                 if not any(r.entry_id == entry.id and r.newsletter == newsletter
@@ -211,11 +218,8 @@ class _Run:
     def write_web(self, web_path: str | None, web_html: str) -> None:
         if web_path is None:
             return
-        from feedpub.feeds import atomic_write
-
-        target = self.settings.public_dir / Path(unquote(web_path))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, web_html.encode("utf-8"))
+        page = writer.Output(unquote(web_path), web_html.encode("utf-8"))
+        writer.write_outputs(self.settings.public_dir, [page])
 
 
 def make_editions(
@@ -226,16 +230,19 @@ def make_editions(
     newsletter: str | None = None,
     dry_run: bool = False,
     force: bool = False,
+    catalog: Catalog | None = None,
 ) -> DigestReport:
     """Make every edition that is due at ``now`` (of one newsletter, if named).
 
     With ``dry_run`` nothing is written (no baseline either): the report says
     what would be made and for how many recipients. Entries with ``feedpub
     check`` errors are held back (reported in ``refused``) unless ``force``.
+    ``catalog`` is the site as already scanned for ``now`` (else it is scanned here).
     """
     chosen = [settings.newsletter(newsletter)] if newsletter else list(settings.newsletters)
     schedules = {n.name: newsletter_schedule(settings, n) for n in chosen}
-    catalog = build.scan(settings, now)
+    if catalog is None:
+        catalog = load_catalog(settings, now)
     run = _Run(settings, store, now, catalog, dry_run, force)
     for config in chosen:
         _newsletter_run(run, config, schedules[config.name])
@@ -248,13 +255,13 @@ def make_editions(
 
 
 def pending_entries(
-    settings: Settings, store: Store, newsletter: NewsletterConfig | str | None, now: datetime
+    catalog: Catalog, store: Store, newsletter: NewsletterConfig | str | None
 ) -> list[Entry]:
-    """The entries the newsletter's next digest would hold if it were made at ``now``,
-    newest first; empty before its baseline (the first run mails nothing)."""
+    """The entries the newsletter's next digest would hold if it were made at the
+    catalog's ``now``, newest first; empty before its baseline (the first run mails
+    nothing)."""
     config = newsletter if isinstance(newsletter, NewsletterConfig) else \
-        settings.newsletter(newsletter)
-    catalog = build.scan(settings, now)
+        catalog.settings.newsletter(newsletter)
     with store.read() as conn:
         if find_edition(conn, config.name, BASELINE_KEY) is None:
             return []
@@ -315,7 +322,7 @@ def _baseline(run: _Run, config: NewsletterConfig) -> None:
     )
 
 
-def _instant(run: _Run, config: NewsletterConfig, ref: build.EntryRef) -> None:
+def _instant(run: _Run, config: NewsletterConfig, ref: EntryRef) -> None:
     from feedpub.mail.render import render_edition
 
     (entry,) = run.catalog.load([ref])
@@ -365,10 +372,8 @@ def _digest(
     config: NewsletterConfig,
     slot: datetime,
     key: str,
-    new: list[build.EntryRef],
+    new: list[EntryRef],
 ) -> None:
-    from feedpub.mail.render import render_edition
-
     grace = timedelta(hours=run.settings.scheduler.misfire_grace_hours)
     if run.now - slot > grace:
         _record_slot(run, config, key, EditionStatus.MISSED, announce_ids=[])
@@ -381,22 +386,7 @@ def _digest(
     if not entries:
         _record_slot(run, config, key, EditionStatus.EMPTY, announce_ids=others)
         return
-
-    with run.store.read() as conn:
-        filter_texts = category_filters(conn, config.name, Mode.DIGEST)
-    # Subscribers whose categories pick the same entries share one rendering.
-    groups: dict[tuple[str, ...], list[str]] = {}
-    for text in filter_texts:
-        chosen = tuple(
-            e.id for e in entries if in_categories(e.categories, _filter_categories(text))
-        )
-        if chosen:
-            groups.setdefault(chosen, []).append(text)
-    everything = tuple(e.id for e in entries)
-    groups.setdefault(everything, [])
-    web_id = _digest_web_id(slot, run.settings.site.tz)
-    by_id = {e.id: e for e in entries}
-
+    groups = _category_groups(run, config, entries)
     if run.dry_run:
         with run.store.read() as conn:
             recipients = sum(
@@ -410,48 +400,99 @@ def _digest(
             )
         )
         return
+    variants = _render_variants(run, config, slot, key, entries, groups)
+    _queue_digest(run, config, key, entries, others, variants)
 
+
+def _category_groups(
+    run: _Run, config: NewsletterConfig, entries: list[Entry]
+) -> dict[tuple[str, ...], list[str]]:
+    """The entries' ids each distinct category filter picks -> those filters; the full
+    edition (every entry) is always one of them. Subscribers whose categories pick the
+    same entries share one rendering."""
+    with run.store.read() as conn:
+        filter_texts = category_filters(conn, config.name, Mode.DIGEST)
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for text in filter_texts:
+        chosen = tuple(
+            e.id for e in entries if in_categories(e.categories, _filter_categories(text))
+        )
+        if chosen:
+            groups.setdefault(chosen, []).append(text)
+    groups.setdefault(tuple(e.id for e in entries), [])
+    return groups
+
+
+@dataclass(frozen=True)
+class _Variant:
+    period_key: str
+    entry_ids: tuple[str, ...]
+    filters: list[str]
+    rendered: RenderedEdition
+
+
+def _render_variants(
+    run: _Run, config: NewsletterConfig, slot: datetime, key: str, entries: list[Entry],
+    groups: dict[tuple[str, ...], list[str]],
+) -> list[_Variant]:
+    """Each group rendered once; the full edition first, since it claims the slot."""
+    from feedpub.mail.render import render_edition
+
+    everything = tuple(e.id for e in entries)
+    web_id = _digest_web_id(slot, run.settings.site.tz)
+    by_id = {e.id: e for e in entries}
     variants = []
     for ids, texts in groups.items():
-        variant_key = key if ids == everything else f"{key}/{_short_hash(ids)}"
-        variant_web_id = web_id if ids == everything else f"{web_id}-{_short_hash(ids)}"
+        full = ids == everything
         rendered = render_edition(
             [by_id[i] for i in ids], settings=run.settings, newsletter=config,
-            kind="digest", edition_id=variant_web_id, date=slot,
+            kind="digest", edition_id=web_id if full else f"{web_id}-{_short_hash(ids)}",
+            date=slot,
         )
-        variants.append((variant_key, ids, texts, rendered))
-    variants.sort(key=lambda item: item[0] != key)  # the full edition first: it claims the slot
+        variants.append(
+            _Variant(key if full else f"{key}/{_short_hash(ids)}", ids, texts, rendered)
+        )
+    variants.sort(key=lambda variant: variant.period_key != key)
+    return variants
 
+
+def _queue_digest(
+    run: _Run, config: NewsletterConfig, key: str, entries: list[Entry], others: list[str],
+    variants: list[_Variant],
+) -> None:
+    """Write the editions, announce their entries and queue their deliveries in one
+    transaction; then write their web pages."""
     made: list[int] = []
     recipients = 0
     with run.store.write() as conn:
-        for variant_key, ids, texts, rendered in variants:
+        for variant in variants:
+            rendered = variant.rendered
             edition_id = insert_edition(
-                conn, newsletter=config.name, kind=Mode.DIGEST, period_key=variant_key,
-                now=run.now, status=EditionStatus.READY, subject=rendered.subject,
-                html=rendered.html, text=rendered.text, entry_ids=ids,
-                web_path=rendered.web_path,
+                conn, newsletter=config.name, kind=Mode.DIGEST,
+                period_key=variant.period_key, now=run.now, status=EditionStatus.READY,
+                subject=rendered.subject, html=rendered.html, text=rendered.text,
+                entry_ids=variant.entry_ids, web_path=rendered.web_path,
             )
             if edition_id is None:
-                if variant_key == key:
+                if variant.period_key == key:
                     return  # another run made this slot's edition a moment ago
                 continue
             made.append(edition_id)
             recipients += queue_deliveries(
-                conn, edition_id, newsletter=config.name, mode=Mode.DIGEST, filters=texts,
-                now=run.now,
+                conn, edition_id, newsletter=config.name, mode=Mode.DIGEST,
+                filters=variant.filters, now=run.now,
             )
-        announce(conn, config.name, everything, edition_id=made[0], now=run.now)
+        announce(conn, config.name, [e.id for e in entries], edition_id=made[0], now=run.now)
         announce(conn, config.name, others, edition_id=None, now=run.now)
-    for *_, rendered in variants:
-        run.write_web(rendered.web_path, rendered.web_html)
-    main = variants[0][3]
+    for variant in variants:
+        run.write_web(variant.rendered.web_path, variant.rendered.web_html)
+    main = variants[0].rendered
     run.editions.append(
         EditionSummary(
             config.name, "digest", key, subject=main.subject,
             entry_titles=tuple(e.title for e in entries), recipients=recipients,
             edition_ids=tuple(made),
-            web_paths=tuple(r.web_path for *_, r in variants if r.web_path),
+            web_paths=tuple(v.rendered.web_path for v in variants if v.rendered.web_path),
             variants=len(variants) - 1,
         )
     )

@@ -11,7 +11,8 @@ from urllib.parse import quote, urljoin
 
 from feedpub import markup
 from feedpub.config import Author, SiteConfig
-from feedpub.content import Post
+from feedpub.content import Post, remove_xml_forbidden
+from feedpub.outline import Outline
 
 
 @dataclass(frozen=True)
@@ -108,10 +109,30 @@ def entry_id(post: Post, site: SiteConfig) -> str:
 
 
 def make_entry(post: Post, site: SiteConfig) -> Entry:
+    """The post as feeds and email show it."""
+    return _make_entry(post, site, outline=False)[0]
+
+
+def make_entry_with_outline(post: Post, site: SiteConfig) -> tuple[Entry, Outline]:
+    """:func:`make_entry` and the outline ``check`` reads, from one conversion of the body."""
+    entry, outline = _make_entry(post, site, outline=True)
+    assert outline is not None
+    return entry, outline
+
+
+def _make_entry(
+    post: Post, site: SiteConfig, *, outline: bool
+) -> tuple[Entry, Outline | None]:
     url = permalink(post, site)
     ident = entry_id(post, site)
     id_prefix = "p" + hashlib.sha1(ident.encode("utf-8")).hexdigest()[:8] + "-"
-    content_html = markup.render_markdown(post.body, base_url=url, id_prefix=id_prefix)
+    body_outline = None
+    if outline:
+        content_html, body_outline = markup.render_with_outline(
+            post.body, base_url=url, id_prefix=id_prefix, first_line=post.body_line
+        )
+    else:
+        content_html = markup.render_markdown(post.body, base_url=url, id_prefix=id_prefix)
     summary_source = post.summary or markup.split_excerpt(post.body, site.excerpt_separator)
     if summary_source and summary_source.strip():
         summary_html = markup.render_markdown(
@@ -119,8 +140,8 @@ def make_entry(post: Post, site: SiteConfig) -> Entry:
         )
     else:
         summary_html = markup.summarize_html(content_html, length=site.summary_length)
-    title = " ".join(markup.strip_invalid_xml(post.title).split())
-    return Entry(
+    title = " ".join(remove_xml_forbidden(post.title).split())
+    entry = Entry(
         id=ident,
         slug=post.slug,
         title=title,
@@ -137,3 +158,4 @@ def make_entry(post: Post, site: SiteConfig) -> Entry:
         lang=post.lang or site.language,
         source=post.relpath,
     )
+    return entry, body_outline

@@ -1,4 +1,4 @@
-"""Entries -> Atom, RSS 2.0 and JSON Feed documents, written atomically into ``public/``.
+"""Entries -> Atom, RSS 2.0 and JSON Feed documents, for the writer to put in ``public/``.
 
 The only module that imports feedgen. Its traps are handled here, once:
 ``add_entry`` prepends unless told to append; feed and entry ``updated`` (and
@@ -10,30 +10,27 @@ guid; the RSS channel ``<link>`` is the last link added; HTML needs
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
 
 from feedgen.feed import FeedGenerator
 from lxml import etree
 
+from feedpub import urls
 from feedpub.config import Author, Settings
 from feedpub.entries import Entry, category_slug
-from feedpub.errors import ContentError, FeedpubError
+from feedpub.errors import ContentError
+from feedpub.writer import Output
 
 ATOM_TYPE = "application/atom+xml"
 RSS_TYPE = "application/rss+xml"
 JSON_FEED_TYPE = "application/feed+json"
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 STYLESHEET_NAME = "feed.xsl"
-CATEGORIES_DIR = "categories"
 GENERATOR = "feedpub"
 RSS_SPEC_URL = "https://www.rssboard.org/rss-specification"
 
@@ -42,7 +39,9 @@ _XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 # What XML 1.0 forbids (C0 controls but tab/LF/CR, lone surrogates, U+FFFE/U+FFFF), plus
 # the C1 controls that the W3C validator reports as bad characters.
 _NOT_XML_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
-_CATEGORY_FILES = {"atom": "atom.xml", "rss": "rss.xml"}
+_CATEGORY_FILE_OF = {"atom": "atom.xml", "rss": "rss.xml"}
+CATEGORY_FILES = tuple(_CATEGORY_FILE_OF.values())
+"""The files each ``categories/<slug>/`` folder may hold."""
 # A feed with no entries still needs an `updated`; a fixed one keeps rebuilds identical.
 _EMPTY_FEED_UPDATED = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -109,66 +108,66 @@ def render_json_feed(
     return text.encode("utf-8")
 
 
-def write_feeds(entries: Sequence[Entry], settings: Settings) -> list[Path]:
-    """Write every feed of the site into ``public/``; return the files that changed.
+@dataclass(frozen=True)
+class FeedSet:
+    """Every feed file of the site, rendered and not yet written."""
+
+    outputs: list[Output]
+    categories: frozenset[str]
+    """The slugs of the categories that have feeds."""
+    category_files: frozenset[str]
+    """The file names each category folder holds (per ``feed.formats``)."""
+
+
+def render_feeds(entries: Sequence[Entry], settings: Settings) -> FeedSet:
+    """Every feed of the site, for :mod:`feedpub.writer` to put in ``public/``.
 
     ``entries`` are the published entries (all of them, or at least the newest
-    ``feed.limit`` overall and of each category). Writes ``atom.xml``,
+    ``feed.limit`` overall and of each category). Renders ``atom.xml``,
     ``rss.xml``, ``feed.json`` (per ``feed.formats``), ``feed.xsl``, and
-    ``categories/<slug>/atom.xml`` and ``rss.xml``; removes the feeds of
-    categories no entry has any more. A file whose bytes would not change is
-    left alone, so its modification time (and the server's Last-Modified) stays true.
+    ``categories/<slug>/atom.xml`` and ``rss.xml``. Every feed is rendered
+    before any is written, so a failure leaves the old set whole.
     """
     site = settings.site
-    public = settings.public_dir
     formats = settings.feed.formats
     limit = settings.feed.limit
     newest = _newest_first(entries)
     main = newest[:limit]
-    # Every feed is rendered before any is written, so a failure leaves the old set whole.
-    outputs: list[tuple[Path, bytes]] = []
+    outputs: list[Output] = []
     if "atom" in formats:
-        atom = render_atom(main, settings=settings, feed_url=site.url + "atom.xml")
-        outputs.append((public / "atom.xml", atom))
+        atom = render_atom(main, settings=settings, feed_url=urls.feed_url(site.url, "atom"))
+        outputs.append(Output(urls.path_for("atom"), atom))
     if "rss" in formats:
-        rss = render_rss(main, settings=settings, feed_url=site.url + "rss.xml")
-        outputs.append((public / "rss.xml", rss))
+        rss = render_rss(main, settings=settings, feed_url=urls.feed_url(site.url, "rss"))
+        outputs.append(Output(urls.path_for("rss"), rss))
     if "json" in formats:
-        outputs.append(
-            (public / "feed.json",
-             render_json_feed(main, settings=settings, feed_url=site.url + "feed.json"))
-        )
+        json_feed = render_json_feed(main, settings=settings,
+                                     feed_url=urls.feed_url(site.url, "json"))
+        outputs.append(Output(urls.path_for("json"), json_feed))
     if "atom" in formats or "rss" in formats:
-        outputs.append((public / STYLESHEET_NAME, feed_stylesheet(settings)))
+        outputs.append(Output(urls.path_for("feed_stylesheet"), feed_stylesheet(settings)))
 
     categories = _by_category(newest)
     for slug, (names, members) in categories.items():
-        folder = public / CATEGORIES_DIR / slug
-        base = f"{site.url}{CATEGORIES_DIR}/{quote(slug, safe='')}/"
         title = f"{site.title}: {', '.join(names)}"
         shown = members[:limit]
         if "atom" in formats:
-            url = base + "atom.xml"
-            outputs.append(
-                (folder / "atom.xml",
-                 render_atom(shown, settings=settings, feed_url=url, title=title, feed_id=url))
-            )
+            url = urls.category_feed_url(site.url, slug, "atom")
+            outputs.append(Output(
+                f"{urls.CATEGORIES_DIR}/{slug}/{_CATEGORY_FILE_OF['atom']}",
+                render_atom(shown, settings=settings, feed_url=url, title=title, feed_id=url),
+            ))
         if "rss" in formats:
-            outputs.append(
-                (folder / "rss.xml",
-                 render_rss(shown, settings=settings, feed_url=base + "rss.xml", title=title))
-            )
-    for path, _ in outputs:
-        if path.is_dir() or any(parent.is_file() for parent in path.parents):
-            raise FeedpubError(
-                "is in the way of a feed (a folder where a file goes, or the reverse); "
-                "move it away and build again",
-                path=path,
-            )
-    written = [path for path, data in outputs if atomic_write(path, data)]
-    wanted = {_CATEGORY_FILES[f] for f in formats if f in _CATEGORY_FILES}
-    _remove_stale_categories(public / CATEGORIES_DIR, keep=set(categories), files=wanted)
-    return written
+            url = urls.category_feed_url(site.url, slug, "rss")
+            outputs.append(Output(
+                f"{urls.CATEGORIES_DIR}/{slug}/{_CATEGORY_FILE_OF['rss']}",
+                render_rss(shown, settings=settings, feed_url=url, title=title),
+            ))
+    return FeedSet(
+        outputs=outputs,
+        categories=frozenset(categories),
+        category_files=frozenset(_CATEGORY_FILE_OF[f] for f in formats if f in _CATEGORY_FILE_OF),
+    )
 
 
 def feed_stylesheet(settings: Settings) -> bytes:
@@ -178,49 +177,6 @@ def feed_stylesheet(settings: Settings) -> bytes:
     if override.is_file():
         return override.read_bytes()
     return (resources.files("feedpub") / "templates" / STYLESHEET_NAME).read_bytes()
-
-
-def atomic_write(path: Path, data: bytes) -> bool:
-    """Replace ``path`` with ``data`` all at once (temp file, fsync, rename).
-
-    Returns False, touching nothing, when the file already holds exactly ``data``.
-    """
-    try:
-        if path.read_bytes() == data:
-            return False
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise FeedpubError(f"cannot read the file: {exc.strerror}", path=path) from None
-    try:
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise FeedpubError(f"cannot write the file: {exc.strerror}", path=path) from None
-    temp = Path(temp_name)
-    done = False
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        temp.chmod(mode)
-        temp.replace(path)
-        done = True
-    except OSError as exc:
-        raise FeedpubError(f"cannot write the file: {exc.strerror}", path=path) from None
-    finally:
-        if not done:
-            temp.unlink(missing_ok=True)
-    _fsync_folder(path.parent)
-    return True
-
-
-def category_feed_urls(settings: Settings, category: str) -> dict[str, str]:
-    """Where the feeds of ``category`` are served, by format (for links in pages and mail)."""
-    base = f"{settings.site.url}{CATEGORIES_DIR}/{quote(category_slug(category), safe='')}/"
-    return {name: base + f"{name}.xml" for name in ("atom", "rss") if name in settings.feed.formats}
 
 
 # ------------------------------------------------------------------ Atom and RSS
@@ -292,7 +248,7 @@ def _finish(document: bytes, entries: list[Entry], settings: Settings, kind: For
                 if link.get("rel") is None:
                     link.set("rel", "alternate")
                     link.set("type", "text/html")
-    href = settings.site.url + STYLESHEET_NAME
+    href = urls.url_for(settings.site.url, "feed_stylesheet")
     stylesheet = etree.ProcessingInstruction("xml-stylesheet", f'type="text/xsl" href="{href}"')
     root.addprevious(stylesheet)
     return etree.tostring(
@@ -413,32 +369,6 @@ def _by_category(entries: list[Entry]) -> dict[str, tuple[list[str], list[Entry]
             names.setdefault(slug, set()).add(name)
             members.setdefault(slug, []).append(entry)
     return {slug: (sorted(names[slug]), members[slug]) for slug in sorted(members)}
-
-
-def _remove_stale_categories(folder: Path, keep: set[str], files: set[str]) -> None:
-    """Delete category feeds that are gone (the category, or its format); leave anything
-    else a person put there."""
-    if not folder.is_dir():
-        return
-    for child in sorted(folder.iterdir()):
-        if not child.is_dir():
-            continue
-        for name in _CATEGORY_FILES.values():
-            if child.name not in keep or name not in files:
-                (child / name).unlink(missing_ok=True)
-        if not any(child.iterdir()):
-            child.rmdir()
-    if not any(folder.iterdir()):
-        folder.rmdir()
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _clean(text: str) -> str:

@@ -66,21 +66,21 @@ from __future__ import annotations
 import os.path
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache, cached_property
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from markdown_it import MarkdownIt
-
-from feedpub import build, content
 from feedpub.config import Settings
 from feedpub.content import Post
-from feedpub.entries import Entry, make_entry
+from feedpub.entries import Entry, make_entry_with_outline
 from feedpub.errors import ContentError
+from feedpub.outline import Outline, OutlineBlock, OutlineLink, blank_code_spans
+
+if TYPE_CHECKING:
+    from feedpub.catalog import EntryRef
 
 Severity = Literal["error", "warning", "info"]
 
@@ -127,6 +127,12 @@ class Finding:
             "message": self.message,
         }
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Finding:
+        code = str(data["code"])
+        return cls(str(data["path"]), int(data["line"]), int(data["column"]), CODES[code], code,
+                   str(data["message"]))  # fmt: skip
+
 
 @dataclass(frozen=True)
 class LintReport:
@@ -166,57 +172,20 @@ def _plural(count: int, word: str, plural: str | None = None) -> str:
     return f"{count} {word if count == 1 else plural or word + 's'}"
 
 
-def _finding(post: Post, line: int, column: int, code: str, message: str) -> Finding:
-    return Finding(post.relpath, line, column, CODES[code], code, message)
+def _finding(source: str, line: int, column: int, code: str, message: str) -> Finding:
+    return Finding(source, line, column, CODES[code], code, message)
 
 
 # --- the site ---------------------------------------------------------------
 
 
-def lint_site(
-    settings: Settings,
-    now: datetime,
-    *,
-    jobs: int | None = None,
-    progress: build.Progress | None = None,
-) -> LintReport:
-    """Every finding for every post of the site.
-
-    Reads and renders the posts as ``feedpub build`` does, through its cache (so
-    a check after a build renders nothing again), and each post the build
-    rejects is an error here, with the build's own message. ``jobs`` and
-    ``progress`` are the build's.
-    """
-    catalog = build.scan(settings, now, jobs=jobs, progress=progress)
-    refs = [*catalog.published, *catalog.drafts, *catalog.future]
-    rendered = {entry.source: entry for entry in catalog.load(refs)}
-    exists = cache(Path.exists)
-    findings: list[Finding] = []
-    posts: dict[str, Post] = {}
-    files = content.find_post_files(settings.posts_dir)
-    for path in files:
-        relpath = path.relative_to(settings.site_dir).as_posix()
-        try:
-            post = content.read_post(path, site=settings.site, site_dir=settings.site_dir)
-        except ContentError:
-            continue  # the catalog holds the same error; reported below
-        posts[relpath] = post
-        findings.extend(
-            lint_post(post, settings=settings, now=now, entry=rendered.get(relpath),
-                      exists=exists)
-        )
-    findings.extend(_content_error(error, settings, posts) for error in catalog.errors)
-    return LintReport(tuple(sorted(set(findings), key=Finding.sort_key)), posts=len(files))
-
-
-def _content_error(error: ContentError, settings: Settings, posts: dict[str, Post]) -> Finding:
+def content_error_finding(error: ContentError, settings: Settings) -> Finding:
+    """A post the catalog rejects, as an error with the catalog's own message."""
     path = error.path or Path()
     if path.is_absolute() and path.is_relative_to(settings.site_dir):
         path = path.relative_to(settings.site_dir)
     relpath = path.as_posix()
     line = error.line
-    if line is None and error.key and relpath in posts:
-        line = posts[relpath].key_lines.get(error.key)
     message = error.message
     if error.key and not message.startswith(error.key):
         message = f"{error.key}: {message}"
@@ -230,7 +199,7 @@ def errors_for(
 
     What ``digest send`` calls before it mails anything::
 
-        report = lint_site(settings, now)
+        report = catalog.lint(sources=...)
         blocking = errors_for(edition_entries, report)
         if blocking and not force: refuse, naming each finding
     """
@@ -247,184 +216,95 @@ def lint_post(
     settings: Settings,
     now: datetime,
     entry: Entry | None = None,
+    outline: Outline | None = None,
     exists: Callable[[Path], bool] = Path.exists,
 ) -> list[Finding]:
-    """The findings for one readable post (duplicates across posts are lint_site's).
+    """The findings for one readable post (duplicates across posts are the catalog's).
 
-    ``entry`` is the post rendered by :func:`feedpub.entries.make_entry`; it is
-    rendered here when not given. ``exists`` tells whether a file is there (pass
-    a cached one when linting many posts).
+    ``entry`` and ``outline`` are what :func:`feedpub.entries.make_entry_with_outline`
+    gives for the post: every rule reads the one Markdown conversion that renders
+    it. The post is rendered here when either is missing. ``exists`` tells whether a
+    file is there (pass a cached one when linting many posts).
     """
-    document = parse_markdown(post.body, first_line=post.body_line)
+    if entry is None or outline is None:
+        entry, outline = make_entry_with_outline(post, settings.site)
+    findings = post_findings(post, settings=settings, entry=entry, outline=outline)
+    findings += _context_findings(
+        post.relpath, post.draft, post.date, post.key_lines, outline,
+        settings=settings, now=now, exists=exists,
+    )
+    return sorted(findings, key=Finding.sort_key)
+
+
+def post_findings(
+    post: Post, *, settings: Settings, entry: Entry, outline: Outline
+) -> list[Finding]:
+    """The findings that depend on the post alone (not on ``now`` nor on other files),
+    so they can be cached with its conversion."""
     findings: list[Finding] = []
-    findings += _front_matter_findings(post, now)
-    findings += _repetition_findings(post, document)
-    findings += _template_findings(post, document)
-    findings += _link_findings(post, document, settings, exists)
-    findings += _math_findings(post, document)
-    if entry is None:
-        entry = make_entry(post, settings.site)
-    findings += _summary_findings(post, document, entry)
+    if post.title_from_filename:
+        findings.append(_finding(
+            post.relpath, 1, 1, "title-from-filename",
+            f"no `title` key, so the title is made from the file name: {post.title!r}; "
+            "add `title: …` to the front matter",
+        ))  # fmt: skip
+    findings += _repetition_findings(post.relpath, outline)
+    findings += _template_findings(post.relpath, outline)
+    findings += _link_findings(post.relpath, outline, settings)
+    findings += _math_findings(post.relpath, outline)
+    findings += _summary_findings(post, outline, entry)
     findings += _size_findings(post, settings, entry)
     return sorted(findings, key=Finding.sort_key)
 
 
-def _front_matter_findings(post: Post, now: datetime) -> Iterator[Finding]:
-    if post.title_from_filename:
-        yield _finding(
-            post, 1, 1, "title-from-filename",
-            f"no `title` key, so the title is made from the file name: {post.title!r}; "
-            "add `title: …` to the front matter",
-        )
-    if post.draft:
-        key = "draft" if "draft" in post.key_lines else "published"
-        yield _finding(
-            post, post.key_lines.get(key, 1), 1, "draft",
+def context_findings(
+    ref: EntryRef,
+    outline: Outline,
+    *,
+    settings: Settings,
+    now: datetime,
+    exists: Callable[[Path], bool] = Path.exists,
+) -> list[Finding]:
+    """The findings that depend on ``now`` (drafts, future dates) or on other files
+    (missing files): worked out on every check, never cached."""
+    return _context_findings(
+        ref.source, ref.draft, ref.published, dict(ref.lines), outline,
+        settings=settings, now=now, exists=exists,
+    )
+
+
+def _context_findings(
+    source: str,
+    draft: bool,
+    date: datetime,
+    key_lines: Mapping[str, int],
+    outline: Outline,
+    *,
+    settings: Settings,
+    now: datetime,
+    exists: Callable[[Path], bool],
+) -> list[Finding]:
+    findings: list[Finding] = []
+    if draft:
+        key = "draft" if "draft" in key_lines else "published"
+        findings.append(_finding(
+            source, key_lines.get(key, 1), 1, "draft",
             "draft: not in feeds or email until you remove "
             f"`{'draft: true' if key == 'draft' else 'published: false'}`",
-        )
-    elif post.date > now:
-        yield _finding(
-            post, post.key_lines.get("date", 1), 1, "future-date",
-            f"dated {post.date.isoformat()}, after now ({now.isoformat(timespec='seconds')}): "
+        ))  # fmt: skip
+    elif date > now:
+        findings.append(_finding(
+            source, key_lines.get("date", 1), 1, "future-date",
+            f"dated {date.isoformat()}, after now ({now.isoformat(timespec='seconds')}): "
             "not in feeds or email until then",
-        )
+        ))  # fmt: skip
+    findings += _missing_file_findings(source, outline, settings, exists)
+    return findings
 
 
-# --- Markdown structure -----------------------------------------------------
+# --- what the reader sees -----------------------------------------------------
 
-BlockKind = Literal["heading", "paragraph", "list item", "table", "html", "code", "rule",
-                    "definition"]
-
-
-@dataclass(frozen=True)
-class Block:
-    kind: BlockKind
-    start: int
-    """First line, 1-based, in the source file."""
-    lines: tuple[str, ...]
-    """The block's source lines as written, container markers (``>``, ``-``) included."""
-    text: str = ""
-    """Inline content of headings, paragraphs and list items (Markdown), else empty."""
-
-    @property
-    def source(self) -> str:
-        return "\n".join(self.lines)
-
-    @cached_property
-    def visible(self) -> str:
-        """:attr:`source` with code spans and comments blanked (see :func:`visible_source`)."""
-        return visible_source(self)
-
-    def position(self, offset: int) -> tuple[int, int]:
-        """(line, column), 1-based, of a character offset into :attr:`source`."""
-        line = self.start
-        for text in self.lines:
-            if offset <= len(text):
-                return line, offset + 1
-            offset -= len(text) + 1
-            line += 1
-        return self.start + len(self.lines) - 1, len(self.lines[-1]) + 1
-
-
-@dataclass(frozen=True)
-class Document:
-    blocks: tuple[Block, ...]
-    """In source order."""
-
-    def text_blocks(self) -> Iterator[Block]:
-        """Blocks whose text a reader sees as prose: not code."""
-        return (block for block in self.blocks if block.kind not in ("code", "rule"))
-
-
-# Only the block structure is used: inline parsing would be most of the time.
-_MARKDOWN = MarkdownIt("commonmark").enable("table").disable("inline")
-
-
-def parse_markdown(body: str, *, first_line: int = 1) -> Document:
-    """The body's leaf blocks with their lines in the source file.
-
-    ``first_line`` is where the body starts in the file (after the front matter).
-    CommonMark's rules (markdown-it) decide what is code, a table or HTML.
-    """
-    lines = tuple(body.split("\n"))
-    tokens = _MARKDOWN.parse(body)
-    blocks: list[Block] = []
-    covered: set[int] = set()
-    open_items = 0
-    open_tables = 0
-    for index, token in enumerate(tokens):
-        if token.type == "list_item_open":
-            open_items += 1
-        elif token.type == "list_item_close":
-            open_items -= 1
-        elif token.type == "table_close":
-            open_tables -= 1
-        if token.map is None or open_tables:
-            continue
-        if token.type == "table_open":
-            open_tables += 1
-        start, end = token.map
-        kind: BlockKind | None = None
-        text = ""
-        if token.type == "inline":
-            parent = tokens[index - 1].type
-            if parent == "heading_open":
-                kind = "heading"
-            elif parent == "paragraph_open":
-                kind = "list item" if open_items else "paragraph"
-            else:
-                continue
-            text = token.content
-        elif token.type == "table_open":
-            kind = "table"
-        elif token.type == "html_block":
-            kind = "html"
-        elif token.type in ("fence", "code_block"):
-            kind = "code"
-        elif token.type == "hr":
-            kind = "rule"
-        if kind is None:
-            continue
-        end = max(end, start + 1)
-        covered.update(range(start, end))
-        blocks.append(Block(kind, first_line + start, lines[start:end], text))
-    for number, line in enumerate(lines):
-        if number not in covered and _DEFINITION.match(line):
-            blocks.append(Block("definition", first_line + number, (line,)))
-    blocks.sort(key=lambda block: block.start)
-    return Document(tuple(blocks))
-
-
-# A footnote ("[^1]: text", the footnotes extension) looks like one but holds prose.
-_DEFINITION = re.compile(r"^[ >]{0,8}\[(?!\^)(?:[^\]\\]|\\.)+\]:[ \t]*(<[^>\n]*>|\S+)")
-
-
-def _text_columns(block: Block) -> list[tuple[int, int]] | None:
-    """For each character of ``block.text``, its (line, column); None when unmappable."""
-    positions: list[tuple[int, int]] = []
-    parts = block.text.split("\n")
-    if len(parts) > len(block.lines):
-        return None
-    for number, (part, raw) in enumerate(zip(parts, block.lines, strict=False)):
-        column = _column_of(raw, part)
-        positions.extend((block.start + number, column + k + 1) for k in range(len(part)))
-        positions.append((block.start + number, column + len(part) + 1))  # the line break
-    return positions
-
-
-def _column_of(raw: str, part: str) -> int:
-    """Where ``part`` (a line of inline content) starts in its source line, 0-based."""
-    stripped = raw.rstrip()
-    if part and stripped.endswith(part.rstrip()):
-        return len(stripped) - len(part.rstrip())
-    found = raw.find(part) if part else -1
-    return found if found >= 0 else len(raw) - len(raw.lstrip())
-
-
-# --- masking: what is code or a comment is not checked ----------------------
-
-_CODE_SPAN_RUN = re.compile(r"(?<!\\)(`+)")
+_TEXT_KINDS = ("heading", "paragraph", "list item")
 _HTML_HIDDEN = re.compile(
     r"<!--.*?-->|<(pre|code|script|style|textarea|kbd|samp)\b.*?</\1\s*>",
     re.DOTALL | re.IGNORECASE,
@@ -435,22 +315,21 @@ def _blank(text: str) -> str:
     return re.sub(r"[^\n]", " ", text)
 
 
-def visible_source(block: Block) -> str:
-    """The block's source with code spans, HTML comments and code elements blanked out
-    (same length, same line breaks), so offsets still point into the source."""
-    text = _HTML_HIDDEN.sub(lambda m: _blank(m.group(0)), block.source)
-    pieces: list[str] = []
-    done = search_from = 0
-    while opening := _CODE_SPAN_RUN.search(text, search_from):
-        # A code span ends at the next run of exactly as many backticks.
-        closing = re.compile(rf"(?<!`){opening.group(1)}(?!`)").search(text, opening.end())
-        if closing is None:
-            search_from = opening.end()
-            continue
-        pieces += [text[done : opening.start()], _blank(text[opening.start() : closing.end()])]
-        done = search_from = closing.end()
-    pieces.append(text[done:])
-    return "".join(pieces)
+def visible_text(block: OutlineBlock) -> str:
+    """The block's text with what a reader does not see as prose blanked out (same
+    length, same line breaks): code spans (found as Python-Markdown finds them), HTML
+    comments and code elements. Code and rules are all blank."""
+    if block.kind in ("code", "rule"):
+        return _blank(block.text)
+    text = block.text if block.kind == "html" else blank_code_spans(block.text)
+    return _HTML_HIDDEN.sub(lambda m: _blank(m.group(0)), text)
+
+
+def _prose_blocks(outline: Outline) -> Iterator[tuple[OutlineBlock, str]]:
+    """Blocks whose text a reader sees as prose (not code), with their visible text."""
+    for block in outline.blocks:
+        if block.kind not in ("code", "rule"):
+            yield block, visible_text(block)
 
 
 # --- repeated text ----------------------------------------------------------
@@ -488,28 +367,25 @@ def repetition(text: str) -> tuple[int, int, bool] | None:
     return None
 
 
-def _position_in_text(block: Block, index: int) -> tuple[int, int]:
+def _position_in_text(block: OutlineBlock, index: int) -> tuple[int, int]:
     """(line, column) in the file of character ``index`` of the block's text with each
     run of whitespace made one space (as :func:`_collapsed` gives it)."""
-    columns = _text_columns(block)
-    words = list(re.finditer(r"\S+", block.text))
-    for match in words:
+    for match in re.finditer(r"\S+", block.text):
         if index < len(match.group(0)):
-            origin = match.start() + index
-            return columns[origin] if columns else (block.start, 1)
+            return block.position(match.start() + index)
         index -= len(match.group(0)) + 1
-    return block.start, 1
+    return block.line, 1
 
 
 def _collapsed(text: str) -> str:
     return " ".join(text.split())
 
 
-def _repetition_findings(post: Post, document: Document) -> Iterator[Finding]:
-    previous: Block | None = None
+def _repetition_findings(source: str, outline: Outline) -> Iterator[Finding]:
+    previous: OutlineBlock | None = None
     previous_text = ""
-    for block in document.blocks:
-        if block.kind not in ("heading", "paragraph", "list item"):
+    for block in outline.blocks:
+        if block.kind not in _TEXT_KINDS:
             previous, previous_text = block, ""
             continue
         text = _collapsed(block.text)
@@ -521,7 +397,7 @@ def _repetition_findings(post: Post, document: Document) -> Iterator[Finding]:
             if _substantial(passage, heading=heading, spaced=spaced):
                 line, column = _position_in_text(block, length + spaced)
                 yield _finding(
-                    post, line, column, "repeated-text",
+                    source, line, column, "repeated-text",
                     f"this {block.kind} says the same passage {_times(times)} in a row: "
                     f"{_quote(passage)} (left by an export tool?); keep one copy",
                 )
@@ -533,8 +409,8 @@ def _repetition_findings(post: Post, document: Document) -> Iterator[Finding]:
         ):
             line, column = _position_in_text(block, 0)
             yield _finding(
-                post, line, column, "repeated-block",
-                f"this {block.kind} repeats the one before it (line {previous.start}): "
+                source, line, column, "repeated-block",
+                f"this {block.kind} repeats the one before it (line {previous.line}): "
                 f"{_quote(text)}; keep one copy",
             )
         previous, previous_text = block, text
@@ -557,9 +433,8 @@ _TEMPLATE = re.compile(
 )
 
 
-def _template_findings(post: Post, document: Document) -> Iterator[Finding]:
-    for block in document.text_blocks():
-        visible = block.visible
+def _template_findings(source: str, outline: Outline) -> Iterator[Finding]:
+    for block, visible in _prose_blocks(outline):
         for match in _TEMPLATE.finditer(visible):
             kind = match.lastgroup
             what = {
@@ -569,7 +444,7 @@ def _template_findings(post: Post, document: Document) -> Iterator[Finding]:
             }[kind or "output"]
             line, column = block.position(match.start())
             yield _finding(
-                post, line, column, "template-syntax",
+                source, line, column, "template-syntax",
                 f"{what} {_quote(match.group(0), 60)} is not expanded by feedpub: feeds and "
                 "email show it as written; replace it with Markdown, or put an example "
                 "in `code`",
@@ -579,228 +454,88 @@ def _template_findings(post: Post, document: Document) -> Iterator[Finding]:
 # --- links and images -------------------------------------------------------
 
 
-LinkKind = Literal["markdown", "autolink", "html", "definition"]
-
-
-@dataclass(frozen=True)
-class Link:
-    kind: LinkKind
-    image: bool
-    text: str | None
-    """Link text or alt text; None when there is none (an ``<img>`` without ``alt``,
-    an autolink or a reference definition)."""
-    target: str
-    offset: int
-    """Where the link starts in the block's source."""
-    target_offset: int
-
-
-def find_links(visible: str) -> Iterator[Link]:
-    """Inline links and images, autolinks, HTML ``<a>``/``<img>`` and reference definitions
-    in a block's visible source."""
-    yield from _markdown_links(visible)
-    for match in _AUTOLINK.finditer(visible):
-        yield Link("autolink", False, None, match.group(1), match.start(), match.start() + 1)
-    yield from _html_links(visible)
-    definition = _DEFINITION.match(visible)
-    if definition:
-        target = definition.group(1).strip("<>")
-        yield Link("definition", False, None, target, definition.start(1), definition.start(1))
-
-
-_AUTOLINK = re.compile(r"<([A-Za-z][A-Za-z0-9+.-]{1,31}:[^\s<>]*)>")
-_HTML_TAG = re.compile(r"<(a|img)\b([^>]*)>", re.IGNORECASE)
-_HTML_ATTRIBUTE = re.compile(
-    r"([A-Za-z_:][\w:.-]*)(?:\s*=\s*(\"[^\"]*\"|'[^']*'|[^\s\"'=<>`]+))?", re.DOTALL
-)
-_HTML_CLOSING_A = re.compile(r"</a\s*>", re.IGNORECASE)
-
-
-def _html_links(visible: str) -> Iterator[Link]:
-    for match in _HTML_TAG.finditer(visible):
-        name = match.group(1).lower()
-        attributes: dict[str, tuple[str, int]] = {}
-        for attribute in _HTML_ATTRIBUTE.finditer(match.group(2)):
-            value = attribute.group(2) or ""
-            quoted = value[:1] in ("'", '"')
-            attributes[attribute.group(1).lower()] = (
-                value[1:-1] if quoted else value,
-                match.start(2) + attribute.start(2) + quoted,
-            )
-        key = "src" if name == "img" else "href"
-        if key not in attributes:
-            continue
-        target, target_offset = attributes[key]
-        if name == "img":
-            alt = attributes.get("alt")
-            yield Link("html", True, alt[0] if alt else None, target, match.start(),
-                       target_offset)
-            continue
-        closing = _HTML_CLOSING_A.search(visible, match.end())
-        inner = visible[match.end() : closing.start()] if closing else "…"
-        if "<img" in inner.lower():
-            inner = "image"
-        text = re.sub(r"<[^>]*>", "", inner)
-        yield Link("html", False, text, target, match.start(), target_offset)
-
-
-def _markdown_links(text: str) -> Iterator[Link]:
-    """``[text](target "title")`` and ``![alt](src)``; nested ones too (an image in a link)."""
-    for opening in re.finditer(r"(?<!\\)\[", text):
-        start = opening.start()
-        close = _matching_bracket(text, start)
-        if close is None or close + 1 >= len(text) or text[close + 1] != "(":
-            continue
-        parsed = _destination(text, close + 2)
-        if parsed is None:
-            continue
-        target, target_offset = parsed
-        image = text[start - 1 : start] == "!" and text[start - 2 : start - 1] != "\\"
-        label = text[start + 1 : close]
-        yield Link("markdown", image, label, target, start - image, target_offset)
-
-
-def _matching_bracket(text: str, start: int) -> int | None:
-    depth = 0
-    index = start
-    while index < len(text):
-        char = text[index]
-        if char == "\\":
-            index += 2
-            continue
-        if char == "[":
-            depth += 1
-        elif char == "]":
-            depth -= 1
-            if depth == 0:
-                return index
-        elif char == "\n" and text[index + 1 : index + 2] == "\n":
-            return None
-        index += 1
-    return None
-
-
-def _destination(text: str, index: int) -> tuple[str, int] | None:
-    """The target of an inline link whose ``(`` ends just before ``index``, when the
-    rest (an optional title, then ``)``) makes it a link."""
-    index = _skip_space(text, index)
-    if text[index : index + 1] == "<":
-        end = text.find(">", index)
-        if end < 0 or "\n" in text[index:end]:
-            return None
-        target, start, index = text[index + 1 : end], index + 1, end + 1
-    else:
-        start = index
-        depth = 0
-        while index < len(text) and text[index] not in " \t\n":
-            char = text[index]
-            if char == "\\":
-                index += 1
-            elif char == "(":
-                depth += 1
-            elif char == ")":
-                if depth == 0:
-                    break
-                depth -= 1
-            index += 1
-        target = text[start:index]
-    index = _skip_space(text, index)
-    closer = {'"': '"', "'": "'", "(": ")"}.get(text[index : index + 1])
-    if closer:
-        end = text.find(closer, index + 1)
-        if end < 0:
-            return None
-        index = _skip_space(text, end + 1)
-    if text[index : index + 1] != ")":
-        return None
-    return target, start
-
-
-def _skip_space(text: str, index: int) -> int:
-    while index < len(text) and text[index] in " \t\n":
-        index += 1
-    return index
-
-
 _PAGE_SUFFIXES = {"", ".html", ".htm", ".php", ".asp", ".aspx", ".xml", ".json"}
 _LOCAL_HOSTS = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\]|0\.0\.0\.0|.*\.local)$")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
 
-def _link_findings(
-    post: Post, document: Document, settings: Settings, exists: Callable[[Path], bool]
-) -> Iterator[Finding]:
+def _link_findings(source: str, outline: Outline, settings: Settings) -> Iterator[Finding]:
     https_site = settings.site.url.startswith("https://")
-    for block in document.text_blocks():
-        visible = block.visible
-        for link in find_links(visible):
-            noun = "image" if link.image else "link"
-            line, column = block.position(link.offset)
-            if link.image and _alt_missing(link):
-                yield _finding(
-                    post, line, column, "missing-alt",
-                    f"image {_quote(link.target, 60)} has no alt text: readers who do not "
-                    "see images (screen readers, mail clients that block them) get nothing; "
-                    "describe it in ![…](…)",
-                )
-            if not link.image and link.text is not None and not link.text.strip():
-                yield _finding(
-                    post, line, column, "empty-link-text",
-                    f"link to {_quote(link.target, 60)} has no text to click on",
-                )
-            target_line, target_column = block.position(link.target_offset)
-            problem = _target_problem(link.target, post, settings, exists, https_site)
-            if problem:
-                code, message = problem
-                yield _finding(post, target_line, target_column, code, f"{noun} {message}")
+    for link in outline.links:
+        noun = "image" if link.image else "link"
+        if link.image and _alt_missing(link):
+            yield _finding(
+                source, link.line, link.column, "missing-alt",
+                f"image {_quote(link.target, 60)} has no alt text: readers who do not "
+                "see images (screen readers, mail clients that block them) get nothing; "
+                "describe it in ![…](…)",
+            )
+        if not link.image and link.text is not None and not link.text.strip():
+            yield _finding(
+                source, link.line, link.column, "empty-link-text",
+                f"link to {_quote(link.target, 60)} has no text to click on",
+            )
+        if link.kind == "reference":
+            continue  # its target is the definition's, checked there
+        problem = _scheme_problem(link.target, https_site)
+        if problem:
+            code, message = problem
+            yield _finding(
+                source, link.target_line, link.target_column, code, f"{noun} {message}"
+            )
 
 
-def _alt_missing(link: Link) -> bool:
+def _alt_missing(link: OutlineLink) -> bool:
     if link.kind == "html":
         return link.text is None  # alt="" marks a decorative image on purpose
     return not (link.text or "").strip()
 
 
-def _target_problem(
-    target: str,
-    post: Post,
-    settings: Settings,
-    exists: Callable[[Path], bool],
-    https_site: bool,
-) -> tuple[str, str] | None:
+def _scheme_problem(target: str, https_site: bool) -> tuple[str, str] | None:
     # Browsers drop ASCII tabs, newlines and control characters inside a scheme.
     compact = re.sub(r"[\x00-\x20]", "", target)
     scheme = _SCHEME.match(compact)
-    if scheme:
-        name = scheme.group(1).lower()
-        if name in ("javascript", "vbscript"):
-            return "javascript-url", (
-                f"{_quote(target, 60)} runs a script: feeds and email remove it, "
-                "so the link does nothing; link to a page instead"
+    if not scheme:
+        return None
+    name = scheme.group(1).lower()
+    if name in ("javascript", "vbscript"):
+        return "javascript-url", (
+            f"{_quote(target, 60)} runs a script: feeds and email remove it, "
+            "so the link does nothing; link to a page instead"
+        )
+    try:
+        host = urlsplit(compact).hostname or ""
+    except ValueError:  # "http://[broken": no host to speak of
+        host = ""
+    if name == "http" and https_site and not _LOCAL_HOSTS.match(host):
+        return "insecure-link", (
+            f"{_quote(target, 60)} uses http:// on an https site; use https:// "
+            "if the server offers it"
+        )
+    return None
+
+
+def _missing_file_findings(
+    source: str, outline: Outline, settings: Settings, exists: Callable[[Path], bool]
+) -> Iterator[Finding]:
+    folder = (settings.site_dir / source).parent
+    for link in outline.links:
+        target = link.target
+        if link.kind == "reference" or _SCHEME.match(re.sub(r"[\x00-\x20]", "", target)):
+            continue
+        if not target or target.startswith(("#", "?", "//")) or "{{" in target or "{%" in target:
+            continue
+        missing = _missing_file(target, folder, settings, exists)
+        if missing:
+            yield _finding(
+                source, link.target_line, link.target_column, "missing-file",
+                f"{'image' if link.image else 'link'} {_quote(target, 60)} points at a file "
+                f"that is not in the site (looked for {', '.join(missing)})",
             )
-        try:
-            host = urlsplit(compact).hostname or ""
-        except ValueError:  # "http://[broken": no host to speak of
-            host = ""
-        if name == "http" and https_site and not _LOCAL_HOSTS.match(host):
-            return "insecure-link", (
-                f"{_quote(target, 60)} uses http:// on an https site; use https:// "
-                "if the server offers it"
-            )
-        return None
-    if not target or target.startswith(("#", "?", "//")) or "{{" in target or "{%" in target:
-        return None
-    missing = _missing_file(target, post, settings, exists)
-    if missing is None:
-        return None
-    return "missing-file", (
-        f"{_quote(target, 60)} points at a file that is not in the site "
-        f"(looked for {', '.join(missing)})"
-    )
 
 
 def _missing_file(
-    target: str, post: Post, settings: Settings, exists: Callable[[Path], bool]
+    target: str, folder: Path, settings: Settings, exists: Callable[[Path], bool]
 ) -> list[str] | None:
     """The places looked at when ``target`` names a local file that is not there."""
     path = unquote(target.split("#", 1)[0].split("?", 1)[0])
@@ -810,7 +545,7 @@ def _missing_file(
     if path.startswith("/"):
         roots = [settings.content_dir, site_dir / "static", site_dir]
     else:
-        roots = [post.path.parent]
+        roots = [folder]
     candidates = []
     for root in roots:
         candidate = Path(os.path.normpath(root / path.lstrip("/")))
@@ -862,12 +597,10 @@ def _math_spans(visible: str) -> Iterator[tuple[int, str]]:
         yield match.start(), match.group(0)
 
 
-def _math_findings(post: Post, document: Document) -> Iterator[Finding]:
+def _math_findings(source: str, outline: Outline) -> Iterator[Finding]:
     formulas: list[tuple[int, int, str]] = []
-    for block in document.text_blocks():
-        if block.kind == "definition":
-            continue
-        for offset, formula in find_math(block.visible):
+    for block, visible in _prose_blocks(outline):
+        for offset, formula in find_math(visible):
             line, column = block.position(offset)
             formulas.append((line, column, formula))
     if not formulas:
@@ -876,7 +609,7 @@ def _math_findings(post: Post, document: Document) -> Iterator[Finding]:
     line, column, formula = formulas[0]
     more = f" (and {len(formulas) - 1} more in this post)" if len(formulas) > 1 else ""
     yield _finding(
-        post, line, column, "unrendered-math",
+        source, line, column, "unrendered-math",
         f"math {_quote(' '.join(formula.split()), 40)} will show as written (raw TeX) in feeds "
         f"and email: feed readers and mail clients do not render it{more}",
     )
@@ -887,23 +620,22 @@ def _math_findings(post: Post, document: Document) -> Iterator[Finding]:
 _MARKUP = re.compile(r"!\[[^\]]*\]\([^)]*\)|<[^>]*>|[*_~`#>|\\-]")
 
 
-def has_prose(document: Document) -> bool:
+def has_prose(outline: Outline) -> bool:
     """Whether the body has any text outside code, images and HTML."""
-    for block in document.blocks:
-        if block.kind in ("heading", "paragraph", "list item"):
-            visible = visible_source(Block(block.kind, block.start, (block.text,)))
-            if _MARKUP.sub("", visible).strip():
-                return True
-    return False
+    return any(
+        _MARKUP.sub("", visible).strip()
+        for block, visible in _prose_blocks(outline)
+        if block.kind in _TEXT_KINDS
+    )
 
 
-def _summary_findings(post: Post, document: Document, entry: Entry) -> Iterator[Finding]:
+def _summary_findings(post: Post, outline: Outline, entry: Entry) -> Iterator[Finding]:
     if post.summary and post.summary.strip():
         return
-    if entry.summary_text.strip() and has_prose(document):
+    if entry.summary_text.strip() and has_prose(outline):
         return
     yield _finding(
-        post, 1, 1, "empty-summary",
+        post.relpath, 1, 1, "empty-summary",
         "the summary is empty: the post has no text outside images and code, so feeds and "
         "digests show nothing (or code) under its title; add `summary: …` to the front matter",
     )
@@ -923,7 +655,7 @@ def _size_findings(post: Post, settings: Settings, entry: Entry) -> Iterator[Fin
     if bound <= limit or email_fits(entry, settings):
         return
     yield _finding(
-        post, post.body_line, 1, "too-large",
+        post.relpath, post.body_line, 1, "too-large",
         f"too large for one email: with the email's layout it is over mail.max_html_bytes "
         f"({limit / 1000:.0f} KB; Gmail clips larger messages), so instant emails and "
         f"digests carry only its summary and a link (its HTML alone is {size / 1000:.0f} KB); "

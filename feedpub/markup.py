@@ -29,24 +29,17 @@ from uniseg.graphemecluster import (
     grapheme_cluster_break,
 )
 
+from feedpub.content import remove_xml_forbidden
+from feedpub.outline import Outline, OutlineRecorder
+
 __all__ = [
     "html_to_text",
     "render_markdown",
+    "render_with_outline",
     "sanitize_html",
     "split_excerpt",
-    "strip_invalid_xml",
     "summarize_html",
 ]
-
-# --- characters -------------------------------------------------------------
-
-_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-
-
-def strip_invalid_xml(text: str) -> str:
-    """Remove what XML 1.0 forbids: C0 controls but tab/LF/CR, U+FFFE/U+FFFF, surrogates."""
-    return _XML_INVALID.sub("", text)
-
 
 # --- Markdown ---------------------------------------------------------------
 
@@ -99,12 +92,16 @@ def _markdown() -> markdown.Markdown:
     md: markdown.Markdown | None = getattr(_per_thread, "markdown", None)
     if md is None:
         md = markdown.Markdown(
-            extensions=_MARKDOWN_EXTENSIONS,
+            extensions=[*_MARKDOWN_EXTENSIONS, OutlineRecorder()],
             extension_configs=_MARKDOWN_CONFIG,
             output_format="html",
         )
         _per_thread.markdown = md
     return md
+
+
+def _recorder(md: markdown.Markdown) -> OutlineRecorder:
+    return next(e for e in md.registeredExtensions if isinstance(e, OutlineRecorder))
 
 
 def render_markdown(body: str, *, base_url: str, id_prefix: str) -> str:
@@ -114,13 +111,38 @@ def render_markdown(body: str, *, base_url: str, id_prefix: str) -> str:
     fragment of every link that points at one of them, so posts can share a page.
     Safe to call from worker processes: each builds its own Markdown instance.
     """
+    return _convert(body, base_url=base_url, id_prefix=id_prefix, first_line=None)[0]
+
+
+def render_with_outline(
+    body: str, *, base_url: str, id_prefix: str, first_line: int
+) -> tuple[str, Outline]:
+    """:func:`render_markdown` and the :class:`Outline` of the same conversion.
+
+    ``first_line`` is the body's first line in the source file (after the front
+    matter): the outline's lines are the file's.
+    """
+    html, outline = _convert(body, base_url=base_url, id_prefix=id_prefix, first_line=first_line)
+    assert outline is not None
+    return html, outline
+
+
+def _convert(
+    body: str, *, base_url: str, id_prefix: str, first_line: int | None
+) -> tuple[str, Outline | None]:
     md = _markdown()
+    recorder = _recorder(md)
     md.reset()
+    recorder.active = first_line is not None
+    outline = None
     try:
-        rendered = md.convert(strip_invalid_xml(body))
+        rendered = md.convert(remove_xml_forbidden(body))
+        if first_line is not None:
+            outline = recorder.outline(md, body, first_line)
     finally:
+        recorder.active = False
         md.reset()
-    return sanitize_html(rendered, base_url=base_url, id_prefix=id_prefix)
+    return sanitize_html(rendered, base_url=base_url, id_prefix=id_prefix), outline
 
 
 # --- sanitizing ---------------------------------------------------------------
@@ -258,7 +280,7 @@ def sanitize_html(html: str, *, base_url: str, id_prefix: str = "") -> str:
 
 def _xml_friendly(html: str) -> str:
     # html5ever writes U+00A0 as &nbsp;, an entity XML does not define.
-    return strip_invalid_xml(html).replace("&nbsp;", "\u00a0")
+    return remove_xml_forbidden(html).replace("&nbsp;", "\u00a0")
 
 
 _URL_STRIP = "".join(chr(c) for c in range(0x21))
@@ -414,7 +436,7 @@ def html_to_text(html: str) -> str:
 
 
 def _parse_fragment(html: str) -> lxml_html.HtmlElement | None:
-    html = strip_invalid_xml(html)
+    html = remove_xml_forbidden(html)
     if not html.strip():
         return None
     return lxml_html.fragment_fromstring(html, create_parent="div")

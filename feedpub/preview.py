@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from feedpub.build import collect_entries
+from feedpub import urls
+from feedpub.catalog import Catalog, load_catalog
 from feedpub.config import NewsletterConfig, Settings
 from feedpub.entries import Entry
 from feedpub.errors import ContentError
@@ -20,6 +21,8 @@ from feedpub.mail.render import Recipient, RenderedEdition, personalize, render_
 RECENT_LIMIT = 10
 SAMPLE_EMAIL = "subscriber@example.com"
 SAMPLE_NAME = "Sample Subscriber"
+PREVIEW_TOKEN = "preview-token"
+"""Stands for a signed token: links in a preview lead nowhere."""
 
 
 @dataclass(frozen=True)
@@ -43,24 +46,25 @@ def sample_recipient(settings: Settings) -> Recipient:
     return Recipient(
         email=SAMPLE_EMAIL,
         name=SAMPLE_NAME,
-        unsubscribe_url=f"{settings.web.url}unsubscribe/preview-token",
-        preferences_url=f"{settings.web.url}preferences/preview-token",
+        unsubscribe_url=urls.subscriber_url(settings.web.url, "unsubscribe", PREVIEW_TOKEN),
+        preferences_url=urls.subscriber_url(settings.web.url, "preferences", PREVIEW_TOKEN),
     )
 
 
 def preview_entries(
-    settings: Settings, newsletter: NewsletterConfig, now: datetime
-) -> tuple[list[Entry], bool, list[ContentError]]:
-    """(entries, pending, content errors): what the next digest holds, else the
-    ``RECENT_LIMIT`` most recent posts of the newsletter's categories."""
+    catalog: Catalog, newsletter: NewsletterConfig
+) -> tuple[list[Entry], bool]:
+    """(entries, pending): what the next digest holds, else the ``RECENT_LIMIT`` most
+    recent posts of the newsletter's categories."""
     from feedpub.digest import in_categories
 
-    pending = _pending_entries(settings, newsletter, now)
-    collection = collect_entries(settings, now)
+    pending = _pending_entries(catalog, newsletter)
     if pending:
-        return pending, True, list(collection.errors)
-    recent = [e for e in collection.entries if in_categories(e.categories, newsletter.categories)]
-    return recent[:RECENT_LIMIT], False, list(collection.errors)
+        return pending, True
+    recent = [
+        ref for ref in catalog.published if in_categories(ref.categories, newsletter.categories)
+    ]
+    return catalog.load(recent[:RECENT_LIMIT]), False
 
 
 def preview_edition(
@@ -74,7 +78,8 @@ def preview_edition(
     (default ``.feedpub-cache/preview/``) as ``<name>.html``, ``.txt``, ``.eml``
     and ``<name>.web.html`` (the "view in browser" page)."""
     config = settings.newsletter(newsletter)
-    entries, pending, errors = preview_entries(settings, config, now)
+    catalog = load_catalog(settings, now)
+    entries, pending = preview_entries(catalog, config)
     if not entries:
         raise ContentError(
             f"nothing to preview: no published post in {settings.posts_dir}"
@@ -106,20 +111,18 @@ def preview_edition(
         text_path=paths[".txt"],
         eml_path=paths[".eml"],
         web_path=paths[".web.html"],
-        content_errors=tuple(errors),
+        content_errors=tuple(catalog.errors),
     )
 
 
-def _pending_entries(
-    settings: Settings, newsletter: NewsletterConfig, now: datetime
-) -> list[Entry]:
+def _pending_entries(catalog: Catalog, newsletter: NewsletterConfig) -> list[Entry]:
     """The next digest's entries, read without creating or migrating a database."""
     from feedpub import digest, store
 
-    url = settings.database.url
+    url = catalog.settings.database.url
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
         return []
     with store.open_store(url, migrate=False) as opened:
         if not store.is_current(opened.engine):
             return []
-        return digest.pending_entries(settings, opened, newsletter, now)
+        return digest.pending_entries(catalog, opened, newsletter)

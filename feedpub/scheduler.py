@@ -42,8 +42,6 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from feedpub.config import NewsletterConfig, Settings
 from feedpub.digest import (
-    DigestReport,
-    EditionSummary,
     RunReport,
     newsletter_schedule,
     run_once,
@@ -154,7 +152,7 @@ class RunRecord:
             return True
         digest, sent = self.report.digest, self.report.send
         return (
-            not _logged_editions(digest) and not digest.refused and not digest.content_errors
+            not digest.noteworthy and not digest.refused and not digest.content_errors
             and (sent is None or (
                 sent.sent == sent.retrying == sent.failed == sent.skipped == sent.returned == 0
                 and sent.outage is None
@@ -175,12 +173,8 @@ class RunRecord:
         return "info"
 
 
-def _logged_editions(digest: DigestReport) -> list[EditionSummary]:
-    """Every edition but the instant ones that nobody receives (each new post gets one)."""
-    return [e for e in digest.editions if e.kind != "post" or e.recipients]
-
-
-def _iso(moment: datetime) -> str:
+def utc_iso(moment: datetime) -> str:
+    """``2025-01-06T09:00:00Z``: how run logs and ``status --json`` write a moment."""
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -189,15 +183,15 @@ def run_fields(record: RunRecord) -> dict[str, Any]:
     digest = record.report.digest if record.report else None
     sent = record.report.send if record.report else None
     return {
-        "time": _iso(record.finished_at),
+        "time": utc_iso(record.finished_at),
         "level": record.level,
         "job": record.job,
-        "started_at": _iso(record.started_at),
+        "started_at": utc_iso(record.started_at),
         "seconds": round((record.finished_at - record.started_at).total_seconds(), 3),
         "editions": [
             {"newsletter": e.newsletter, "kind": e.kind, "period_key": e.period_key,
              "entries": len(e.entry_titles), "recipients": e.recipients}
-            for e in (_logged_editions(digest) if digest else ())
+            for e in (digest.noteworthy if digest else ())
         ],
         "refused": [
             {"newsletter": r.newsletter, "source": r.source}
@@ -275,7 +269,7 @@ class LineLog:
         self._write(format_run(record, self.log_format, grace_hours=self.grace_hours))
 
     def event(self, level: str, message: str, **fields: Any) -> None:
-        moment = _iso(self.clock())
+        moment = utc_iso(self.clock())
         if self.log_format == "json":
             line = json.dumps({"time": moment, "level": level, "event": message, **fields},
                               ensure_ascii=False, default=str)

@@ -1,7 +1,9 @@
 """A newsletter's cron expression, read with cron's meaning on top of APScheduler 3.
 
 A leaf module: config validates schedules with it at load, and digest and
-scheduler turn them into slots and triggers.
+scheduler turn them into slots and triggers. APScheduler is imported by
+:func:`parse_schedule`, not with this module, so that importing the settings
+(and every build worker that reads posts) does not load it.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from apscheduler.triggers.cron import CronTrigger
-
 from feedpub.errors import ConfigError
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
 
 _SLOT_WINDOWS = (
     timedelta(minutes=2), timedelta(hours=1), timedelta(days=1), timedelta(days=8),
@@ -97,6 +101,8 @@ class Schedule:
 
 def parse_schedule(expression: str, timezone: ZoneInfo, *, where: str = "") -> Schedule:
     """Read a five-field cron expression (``0 9 * * MON``); ConfigError if it cannot be."""
+    from apscheduler.triggers.cron import CronTrigger
+
     fields = expression.split()
     try:
         if len(fields) != 5:

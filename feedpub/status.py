@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from feedpub.config import NewsletterConfig, Settings
 from feedpub.digest import DIGEST_PREFIX
-from feedpub.scheduler import next_slot
+from feedpub.scheduler import next_slot, utc_iso
 from feedpub.store.editions import EditionStatus
 from feedpub.store.engine import Store
 from feedpub.store.schema import (
@@ -279,9 +279,7 @@ def _retries(conn: Connection, newsletter: str | None) -> Retries:
 
 
 def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return None if moment is None else utc_iso(moment)
 
 
 def _counts(counts: DeliveryCounts | SubscriberCounts) -> dict[str, int]:

@@ -7,6 +7,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -18,7 +19,21 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from feedpub.config import Settings, load_settings
-from feedpub.store.engine import scratch_schema
+from tests.scratch import scratch_schema
+
+
+@dataclass
+class Clock:
+    """The ``now`` that feedpub is handed: tests set and move it."""
+
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
 
 BASIC_CONFIG = """\
 [site]

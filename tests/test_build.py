@@ -7,7 +7,10 @@ from urllib.parse import urlsplit
 import feedparser
 import pytest
 
-from feedpub.build import build, collect_entries, scan
+from feedpub.build import build
+from feedpub.catalog import load_catalog
+from feedpub.config import Settings
+from feedpub.entries import Entry
 from feedpub.errors import FeedpubError
 from tests.conftest import BASIC_CONFIG, SiteFactory
 
@@ -40,6 +43,11 @@ def blog(make_site: SiteFactory) -> SiteFactory:
     )
     return make_site
 
+
+
+def published_entries(settings: Settings) -> list[Entry]:
+    catalog = load_catalog(settings, NOW, jobs=1)
+    return catalog.load(catalog.published)
 
 def test_build_writes_every_feed_that_a_reader_can_parse(blog: SiteFactory) -> None:
     report = build(blog.settings(), NOW, jobs=1)
@@ -114,7 +122,7 @@ def test_a_config_change_reaches_the_entries(blog: SiteFactory) -> None:
     build(blog.settings(), NOW, jobs=1)
     blog.write("feedpub.toml", BASIC_CONFIG.replace(
         'url = "https://example.com/"', 'url = "https://example.org/"'))
-    entries = collect_entries(blog.settings(), NOW, jobs=1).entries
+    entries = published_entries(blog.settings())
     assert {urlsplit(e.url).hostname for e in entries} == {"example.org"}
 
 
@@ -132,21 +140,23 @@ def test_two_posts_with_one_slug_the_second_is_an_error(make_site: SiteFactory) 
         "a.md": post("A", "2025-01-01", extra="slug: same\n"),
         "b.md": post("B", "2025-01-01", extra="slug: same\n"),
     })
-    catalog = scan(make_site.settings(), NOW, jobs=1)
+    catalog = load_catalog(make_site.settings(), NOW, jobs=1)
     assert [ref.source for ref in catalog.published] == ["content/posts/a.md"]
     assert len(catalog.errors) == 1
     assert catalog.errors[0].path == Path("content/posts/b.md")
+    assert catalog.errors[0].key == "slug"
+    assert catalog.errors[0].line is not None  # the `slug:` line, for an editor to jump to
     assert "content/posts/a.md" in str(catalog.errors[0])
 
 
 def test_ids_survive_edits_to_title_body_and_update_date(make_site: SiteFactory) -> None:
     make_site(posts={"2025-01-02-stable.md": post("Original", "2025-01-02T10:00:00+01:00")})
-    before = collect_entries(make_site.settings(), NOW, jobs=1).entries[0]
+    before = published_entries(make_site.settings())[0]
     make_site.write(
         "content/posts/2025-01-02-stable.md",
         post("Renamed", "2025-01-02T10:00:00+01:00", "New body.", extra="updated: 2025-06-01\n"),
     )
-    after = collect_entries(make_site.settings(), NOW, jobs=1).entries[0]
+    after = published_entries(make_site.settings())[0]
     assert after.title == "Renamed"
     assert after.updated > before.updated
     assert after.id == before.id == "tag:example.com,2025-01-02:stable"
@@ -159,7 +169,7 @@ def test_permalinks_are_valid_urls_for_spaces_and_non_ascii_names(
         "2025-01-03-hello world.md": post("Spaces", "2025-01-03"),
         "2025-01-04-日本語.md": post("Japanese", "2025-01-04"),
     })
-    urls = sorted(e.url for e in collect_entries(make_site.settings(), NOW, jobs=1).entries)
+    urls = sorted(e.url for e in published_entries(make_site.settings()))
     for url in urls:
         assert " " not in url and url.isascii(), url
     assert "https://example.com/2025/01/04/%E6%97%A5%E6%9C%AC%E8%AA%9E/" in urls
@@ -179,7 +189,7 @@ def test_rendering_on_several_processes_gives_the_same_feeds(make_site: SiteFact
     settings = make_site.settings()
     parallel = build(settings, NOW, jobs=2)
     files = outputs(make_site.root)
-    (make_site.root / ".feedpub-cache" / "entries-v2.sqlite").unlink()
+    (make_site.root / ".feedpub-cache" / "catalog-v1.sqlite").unlink()
     serial = build(settings, NOW, jobs=1)
     assert parallel.read == serial.read == 80
     assert parallel.rendered == serial.rendered
@@ -196,9 +206,9 @@ def test_a_deleted_post_leaves_the_feeds(blog: SiteFactory) -> None:
 
 def test_a_corrupt_cache_is_rebuilt_not_trusted(blog: SiteFactory) -> None:
     build(blog.settings(), NOW, jobs=1)
-    (blog.root / ".feedpub-cache" / "entries-v2.sqlite").write_bytes(b"not a database" * 100)
+    (blog.root / ".feedpub-cache" / "catalog-v1.sqlite").write_bytes(b"not a database" * 100)
     for suffix in ("-wal", "-shm"):
-        (blog.root / ".feedpub-cache" / f"entries-v2.sqlite{suffix}").unlink(missing_ok=True)
+        (blog.root / ".feedpub-cache" / f"catalog-v1.sqlite{suffix}").unlink(missing_ok=True)
     assert build(blog.settings(), NOW, jobs=1).read == 4
 
 
@@ -209,7 +219,7 @@ def test_a_build_renders_only_the_entries_its_feeds_show(make_site: SiteFactory)
     assert (report.read, report.rendered, report.published) == (25, 5, 25)
     titles = [e.title for e in feedparser.parse(outputs(make_site.root)["atom.xml"]).entries]
     assert titles == ["P25", "P24", "P23", "P22", "P21"]
-    everything = collect_entries(make_site.settings(), NOW, jobs=1).entries
+    everything = published_entries(make_site.settings())
     assert len(everything) == 25 and everything[-1].content_html == "<p>Body text.</p>"
 
 
@@ -219,7 +229,7 @@ def test_a_folder_in_the_way_of_a_feed_fails_before_any_feed_changes(blog: SiteF
     (blog.root / "public" / "rss.xml").unlink()
     (blog.root / "public" / "rss.xml").mkdir()
     blog.write("content/posts/2025-03-01-second.md", post("Second, edited", "2025-03-01"))
-    with pytest.raises(FeedpubError, match="in the way of a feed") as caught:
+    with pytest.raises(FeedpubError, match="in the way of a file feedpub writes") as caught:
         build(blog.settings(), NOW, jobs=1)
     assert caught.value.path == blog.root.resolve() / "public" / "rss.xml"
     after = outputs(blog.root)

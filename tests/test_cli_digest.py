@@ -208,3 +208,38 @@ def test_an_unreadable_post_is_named_left_out_and_fails_the_run(cli: Cli) -> Non
     assert "content/posts/2026-01-03-broken.md:" in result.output
     assert cli.smtp.recorder.count_by_recipient() == {"a@example.org": 1}
     assert "Good news" in cli.smtp.recorder.messages[0].message["Subject"]
+
+
+def test_one_digest_send_scans_the_posts_folder_once_and_reads_each_post_once(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from feedpub import content
+
+    assert cli("digest", "send", now=T0).exit_code == 0
+    readers(cli, ["a@example.org"])
+    cli.write("2026-01-02-new.md", post("New", "2026-01-02 10:00:00 +0000"))
+    cli.write("2026-01-03-other.md", post("Other", "2026-01-03 10:00:00 +0000"))
+    scans: list[Path] = []
+    reads: list[Path] = []
+    real_find, real_read = content.find_post_files, content.read_post
+
+    def counting_find(posts_dir: Path) -> list[Path]:
+        scans.append(posts_dir)
+        return real_find(posts_dir)
+
+    def counting_read(path: Path, **kwargs: Any) -> content.Post:
+        reads.append(path)
+        return real_read(path, **kwargs)
+
+    monkeypatch.setattr(content, "find_post_files", counting_find)
+    monkeypatch.setattr(content, "read_post", counting_read)
+    sent = cli("digest", "send", now=MONDAY_9 + timedelta(minutes=1))
+
+    assert sent.exit_code == 0, sent.output
+    assert len(cli.smtp.recorder.messages) == 1  # the digest holds both new posts
+    assert len(scans) == 1
+    # The two new posts: front matter when scanned, then the one conversion that gives
+    # both the email's entry and the findings the lint gate reads. Nothing else is read.
+    assert sorted(path.name for path in reads) == sorted(
+        ["2026-01-02-new.md", "2026-01-03-other.md"] * 2
+    )

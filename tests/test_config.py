@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,9 +12,20 @@ import pytest
 from click.testing import CliRunner
 
 from feedpub.cli import main
-from feedpub.config import Author, load_settings
+from feedpub.config import (
+    KNOWN_KEYS,
+    Author,
+    FeedConfig,
+    MaildirConfig,
+    SchedulerConfig,
+    SmtpConfig,
+    TransportConfig,
+    load_settings,
+    parse_smtp_url,
+    parse_transport,
+)
 from feedpub.errors import ConfigError
-from feedpub.mail.i18n import site_language
+from feedpub.i18n import site_language
 from feedpub.scaffold import init_site
 from tests.conftest import BASIC_CONFIG, SiteFactory
 
@@ -24,10 +37,50 @@ def test_defaults_fill_what_the_file_leaves_out(make_site: SiteFactory) -> None:
     assert settings.newsletters[0].name == "weekly"
     assert settings.feed.formats == ("atom", "rss", "json")
     assert settings.database.url == f"sqlite:///{site.resolve() / 'feedpub.db'}"
-    assert settings.mail.transport == f"maildir:{site.resolve() / 'outbox'}"
+    assert settings.mail.transport == MaildirConfig(site.resolve() / "outbox")
     assert settings.mail.from_email == "news@ex.org"
     assert settings.web.url == "https://ex.org/blog/"
     assert settings.secret is None
+
+
+def test_a_table_the_file_leaves_out_has_the_dataclass_defaults(make_site: SiteFactory) -> None:
+    site = make_site(config='[site]\ntitle = "T"\nurl = "https://ex.org/"\n')
+    settings = load_settings(site, env={})
+    assert settings.feed == FeedConfig()
+    assert settings.scheduler == SchedulerConfig()
+    assert (settings.site.language, settings.site.timezone, settings.site.summary_length) == (
+        "en", "UTC", 280,
+    )
+    assert settings.mail.rate_limit == 20.0
+    assert settings.web.confirm_days == 7
+    assert settings.newsletters[0].schedule == "0 9 * * MON"
+
+
+def test_the_known_keys_are_the_dataclass_fields() -> None:
+    assert KNOWN_KEYS[""] == {
+        "site", "feed", "mail", "database", "web", "scheduler", "newsletter",
+    }
+    assert KNOWN_KEYS["site.author"] == {"name", "email"}
+    assert KNOWN_KEYS["mail"] == {
+        "from", "reply_to", "transport", "rate_limit", "envelope_from", "postal_address",
+        "max_html_bytes", "dkim_selector", "dkim_domain", "dkim_key_file",
+    }
+    assert KNOWN_KEYS["scheduler"] == {"misfire_grace_hours", "tick_seconds"}
+
+
+IMPORT_RULE = (
+    "import sys, feedpub.content; "
+    "loaded = {m.split('.')[0] for m in sys.modules}; "
+    "assert not {'smtplib', 'babel', 'apscheduler', 'ssl'} & loaded, sorted(loaded)"
+)
+
+
+def test_reading_posts_loads_neither_mail_nor_babel_nor_the_scheduler() -> None:
+    """The settings sit at the bottom: build workers import them with every post."""
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_RULE], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def test_environment_overrides_the_file(make_site: SiteFactory) -> None:
@@ -41,7 +94,7 @@ def test_environment_overrides_the_file(make_site: SiteFactory) -> None:
         },
     )
     assert settings.database.url == "postgresql+psycopg://u@db/feeds"
-    assert settings.mail.transport == "smtp://mail:25?tls=none"
+    assert settings.mail.transport == SmtpConfig("mail", 25, "none")
     assert settings.secret == "s3"
 
 
@@ -167,13 +220,107 @@ def test_an_smtp_password_stays_out_of_the_error(make_site: SiteFactory) -> None
 
 
 @pytest.mark.parametrize(
-    "transport",
-    ["smtp://user:p%40ss@smtp.example.com:587?tls=starttls", "smtps://h", "smtp://h?tls=none",
-     "maildir:/var/mail/outbox"],
+    ("transport", "expected"),
+    [
+        ("smtp://user:p%40ss@smtp.example.com:587?tls=starttls",
+         SmtpConfig("smtp.example.com", 587, "starttls", "user", "p@ss")),
+        ("smtps://h", SmtpConfig("h", 465, "ssl")),
+        ("smtp://h?tls=none", SmtpConfig("h", 25, "none")),
+        ("maildir:/var/mail/outbox", MaildirConfig(Path("/var/mail/outbox"))),
+    ],
 )
-def test_good_transports_load(make_site: SiteFactory, transport: str) -> None:
+def test_good_transports_load(
+    make_site: SiteFactory, transport: str, expected: TransportConfig
+) -> None:
     config = BASIC_CONFIG.replace('transport = "maildir:outbox"', f'transport = "{transport}"')
-    assert load_settings(make_site(config=config), env={}).mail.transport == transport
+    assert load_settings(make_site(config=config), env={}).mail.transport == expected
+
+
+def test_a_relative_maildir_is_in_the_site_even_from_the_environment(
+    make_site: SiteFactory,
+) -> None:
+    site = make_site()
+    settings = load_settings(site, env={"FEEDPUB_MAIL_TRANSPORT": "maildir:mail/out"})
+    assert settings.mail.transport == MaildirConfig(site.resolve() / "mail" / "out")
+
+
+# --- the transport URL -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("smtp://mail.example.com", SmtpConfig("mail.example.com", 587, "starttls")),
+        ("smtp://mail.example.com?tls=none", SmtpConfig("mail.example.com", 25, "none")),
+        ("smtp://mail.example.com?tls=SSL", SmtpConfig("mail.example.com", 465, "ssl")),
+        ("smtps://mail.example.com", SmtpConfig("mail.example.com", 465, "ssl")),
+        ("SMTP://Mail.Example.com:2525", SmtpConfig("mail.example.com", 2525, "starttls")),
+        ("smtp://[::1]:26?tls=none", SmtpConfig("::1", 26, "none")),
+        (
+            "smtp://apikey:S3cr%2Ft%3F%23@smtp.example.net:587?timeout=2.5&pool=8&helo=me.example",
+            SmtpConfig("smtp.example.net", 587, "starttls", "apikey", "S3cr/t?#", 2.5, 8,
+                       "me.example"),
+        ),
+        (
+            "smtp://user%40example.com@h?tls=starttls",
+            SmtpConfig("h", 587, "starttls", user="user@example.com"),
+        ),
+    ],
+)
+def test_smtp_urls(url: str, expected: SmtpConfig) -> None:
+    assert parse_smtp_url(url) == expected
+    assert parse_transport(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("smtp://", "no host"),
+        ("smtp://h:99999", "port"),
+        ("smtp://u:pa/ss@h", "port"),
+        ("smtp://h?tls=tls", "tls must be"),
+        ("smtps://h?tls=starttls", "smtps://"),
+        ("smtp://h?tsl=none", "unknown option 'tsl'"),
+        ("smtp://h?tls=none&tls=ssl", "twice"),
+        ("smtp://h?timeout=0", "timeout"),
+        ("smtp://h?timeout=nan", "timeout"),
+        ("smtp://h?timeout=soon", "timeout"),
+        ("smtp://h?pool=0", "pool"),
+        ("smtp://h?pool=2.5", "pool"),
+        ("smtp://:hunter2@h", "without a user"),
+        ("ftp://h", "must be"),
+        ("maildir:", "needs a folder"),
+        ("outbox", "must be"),
+        ("smtp://[::1", "cannot read the URL"),
+    ],
+)
+def test_bad_transport_urls_name_the_key(url: str, complaint: str) -> None:
+    with pytest.raises(ConfigError) as bad:
+        parse_transport(url)
+    assert bad.value.key == "mail.transport"
+    assert complaint in str(bad.value)
+
+
+def test_a_bad_url_does_not_print_the_password() -> None:
+    with pytest.raises(ConfigError) as bad:
+        parse_transport("smtp://me:hunter2@mail.example.com?tls=bogus")
+    assert "hunter2" not in str(bad.value)
+    assert "me:***@mail.example.com" in str(bad.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("smtp://me:hunter2@mail.example.com", "smtp://me@mail.example.com:587?tls=starttls"),
+        ("smtps://[::1]?pool=2", "smtp://[::1]:465?tls=ssl"),
+        ("maildir:/var/mail/outbox", "maildir:/var/mail/outbox"),
+    ],
+)
+def test_a_transport_prints_without_its_password(url: str, shown: str) -> None:
+    config = parse_transport(url)
+    assert str(config) == config.describe() == shown
+    assert "hunter2" not in repr(config)
+    assert "hunter2" not in repr(SmtpConfig("h", 25, user="me", password="hunter2"))
 
 
 @pytest.mark.parametrize("tag", ["de", "pt-BR", "zh-TW", "zh-Hant-TW", "es-419", "ar", "EN"])

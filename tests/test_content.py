@@ -13,11 +13,8 @@ import pytest
 from feedpub.content import (
     Post,
     find_post_files,
-    is_future,
-    is_published,
     parse_date,
     read_post,
-    read_posts,
     slugify,
 )
 from feedpub.errors import ContentError
@@ -54,14 +51,6 @@ def read_error(read: Any) -> Any:
         return caught.value
 
     return read_failing
-
-
-def read_all(
-    make_site: Any, posts: dict[str, str | bytes]
-) -> tuple[list[Post], list[ContentError]]:
-    make_site(posts=posts)
-    settings = make_site.settings()
-    return read_posts(settings.posts_dir, site=settings.site, site_dir=settings.site_dir)
 
 
 # ---------------------------------------------------------------- finding files
@@ -640,15 +629,6 @@ def test_wrong_types_name_the_key_and_its_line(
 def test_drafts(read: Any, front_matter: str, draft: bool) -> None:
     post = read("d.md", f"---\ndate: 2024-01-01\n{front_matter}\n---\n")
     assert post.draft is draft
-    assert is_published(post, utc(2030, 1, 1)) is not draft
-
-
-def test_future_post_is_published_once_now_passes_its_date(read: Any) -> None:
-    post = read("f.md", "---\ndate: 2030-06-01 09:00 +0200\n---\n")
-    assert is_future(post, utc(2030, 6, 1, 6, 59))
-    assert not is_published(post, utc(2030, 6, 1, 6, 59))
-    assert is_published(post, utc(2030, 6, 1, 7, 0))
-    assert not is_future(post, utc(2030, 6, 1, 7, 0))
 
 
 def test_summary_takes_the_first_key_present(read: Any) -> None:
@@ -675,89 +655,3 @@ def test_explicit_id_and_image_mapping(read: Any) -> None:
     )
     assert post.id == "urn:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427"
     assert post.image == "/img/a.png"
-
-
-# ---------------------------------------------------------------- the whole folder
-
-
-def test_read_posts_reports_every_bad_file_and_keeps_the_good_ones(make_site: Any) -> None:
-    posts, errors = read_all(
-        make_site,
-        {
-            "2024-01-01-good.md": "---\ntitle: Good\n---\n",
-            "bad-yaml.md": "---\ntitle: a: b\n---\n",
-            "binary.md": b"\x00\x01\x02",
-            "undated.md": "---\ntitle: Undated\n---\n",
-            "2024-01-02-also-good.md": "fine\n",
-        },
-    )
-    assert [p.slug for p in posts] == ["good", "also-good"]
-    assert sorted(str(e.path) for e in errors) == [
-        "content/posts/bad-yaml.md",
-        "content/posts/binary.md",
-        "content/posts/undated.md",
-    ]
-
-
-def test_duplicate_slugs_ignore_case_and_name_both_files(make_site: Any) -> None:
-    posts, errors = read_all(
-        make_site,
-        {
-            "2024-01-01-hello.md": "first\n",
-            "2024-02-01-Hello.md": "second\n",
-            "2024-03-01-other.md": "---\nslug: HELLO\n---\nthird\n",
-        },
-    )
-    assert [p.relpath for p in posts] == ["content/posts/2024-01-01-hello.md"]
-    assert len(errors) == 2
-    for error in errors:
-        assert error.key == "slug"
-        assert "content/posts/2024-01-01-hello.md" in error.message
-    assert {str(e.path) for e in errors} == {
-        "content/posts/2024-02-01-Hello.md",
-        "content/posts/2024-03-01-other.md",
-    }
-    assert [e.line for e in errors if str(e.path).endswith("other.md")] == [2]
-
-
-def test_duplicate_ids_name_both_files(make_site: Any) -> None:
-    posts, errors = read_all(
-        make_site,
-        {
-            "2024-01-01-a.md": "---\nid: post-1\n---\n",
-            "2024-01-02-b.md": "---\ntitle: B\nid: post-1\n---\n",
-            "2024-01-03-c.md": "---\nid: Post-1\n---\n",
-        },
-    )
-    assert [p.slug for p in posts] == ["a", "c"]
-    [error] = errors
-    assert (str(error.path), error.line, error.key) == ("content/posts/2024-01-02-b.md", 3, "id")
-    assert "content/posts/2024-01-01-a.md" in error.message
-
-
-def test_drafts_and_future_posts_are_read_and_left_to_the_caller(make_site: Any) -> None:
-    posts, errors = read_all(
-        make_site,
-        {
-            "2024-01-01-draft.md": "---\ndraft: true\n---\n",
-            "2099-01-01-future.md": "later\n",
-            "2024-01-02-now.md": "now\n",
-        },
-    )
-    assert errors == []
-    now = utc(2025, 1, 1)
-    assert [p.slug for p in posts if is_published(p, now)] == ["now"]
-
-
-def test_post_dates_are_always_aware(make_site: Any) -> None:
-    posts, _ = read_all(
-        make_site,
-        {
-            "a.md": "---\ndate: 2024-01-01\n---\n",
-            "b.md": "---\ndate: 2024-01-01 10:00\n---\n",
-            "c.md": "+++\ndate = 2024-01-01T10:00:00\n+++\n",
-            "2024-01-01-d.md": "x",
-        },
-    )
-    assert len(posts) == 4
-    assert all(p.date.tzinfo is not None for p in posts)

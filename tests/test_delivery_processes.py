@@ -21,9 +21,9 @@ from feedpub.config import load_settings
 from feedpub.digest import make_editions
 from feedpub.store import open_store
 from feedpub.store import queue as delivery_queue
-from feedpub.store.engine import scratch_schema
 from feedpub.store.schema import deliveries
 from tests.conftest import POSTGRES_URL, SiteFactory, SmtpServer
+from tests.scratch import scratch_schema
 from tests.test_digest import MONDAY_9, T0, add_readers, post, site_config
 
 pytestmark = pytest.mark.slow

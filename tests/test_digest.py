@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
+from feedpub.catalog import load_catalog
 from feedpub.config import Settings
 from feedpub.digest import (
     DigestReport,
@@ -496,7 +497,7 @@ categories = ["Python"]
         site.write("2026-01-02-rust.md", post("Rust", "2026-01-02 10:00:00 +0000",
                                               categories=["Rust"]))
         assert kinds(site.run(MONDAY_9)) == [("py", "empty")]
-        assert pending_entries(site.settings, store, "py", NEXT_MONDAY_9) == []
+        assert pending_entries(load_catalog(site.settings, NEXT_MONDAY_9), store, "py") == []
     finally:
         store.close()
 
@@ -517,13 +518,14 @@ def test_dry_run_changes_nothing(site: Site) -> None:
 
 
 def test_pending_entries_for_preview(site: Site) -> None:
-    assert pending_entries(site.settings, site.store, None, T0) == []  # before the baseline
+    # Before the baseline, nothing is pending.
+    assert pending_entries(load_catalog(site.settings, T0), site.store, None) == []
     site.run(T0)
     site.write("2026-01-02-new.md", post("New", "2026-01-02 10:00:00 +0000"))
-    pending = pending_entries(site.settings, site.store, "weekly", MONDAY_9)
+    pending = pending_entries(load_catalog(site.settings, MONDAY_9), site.store, "weekly")
     assert [e.title for e in pending] == ["New"]
     site.run(MONDAY_9)
-    assert pending_entries(site.settings, site.store, "weekly", MONDAY_9) == []
+    assert pending_entries(load_catalog(site.settings, MONDAY_9), site.store, "weekly") == []
 
 
 def test_two_runs_at_once_make_one_edition(site: Site) -> None:

@@ -20,10 +20,12 @@ import feedparser
 import pytest
 from lxml import etree
 
-from feedpub import feeds
+from feedpub import feeds, urls
+from feedpub.build import write_feeds
 from feedpub.config import Author, Settings
-from feedpub.entries import Entry
-from feedpub.errors import ContentError, FeedpubError
+from feedpub.entries import Entry, category_slug
+from feedpub.errors import ContentError
+from tests.conftest import BASIC_CONFIG
 
 GOLDEN = Path(__file__).parent / "golden" / "feeds"
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -515,7 +517,7 @@ def test_write_feeds_writes_every_format_within_the_limit(settings: Settings) ->
     limited = with_feed(settings, limit=2)
     entries = [make_entry(f"p{d}", published=at(d)) for d in range(1, 6)]
 
-    written = feeds.write_feeds(entries, limited)
+    written = write_feeds(entries, limited)
 
     public = settings.public_dir
     assert written == [
@@ -537,7 +539,7 @@ def test_write_feeds_writes_every_format_within_the_limit(settings: Settings) ->
 def test_write_feeds_honours_the_formats(settings: Settings) -> None:
     only_atom = with_feed(settings, formats=("atom",))
 
-    written = feeds.write_feeds([make_entry(categories=("News",))], only_atom)
+    written = write_feeds([make_entry(categories=("News",))], only_atom)
 
     public = settings.public_dir
     assert sorted(p.relative_to(public).as_posix() for p in written) == [
@@ -547,7 +549,7 @@ def test_write_feeds_honours_the_formats(settings: Settings) -> None:
     ]
     json_only = with_feed(settings, formats=("json",))
     (public / "feed.xsl").unlink()
-    assert feeds.write_feeds([make_entry(categories=("News",))], json_only) == [
+    assert write_feeds([make_entry(categories=("News",))], json_only) == [
         public / "feed.json"
     ]
     # Category feeds of a format no longer configured are taken away.
@@ -556,16 +558,16 @@ def test_write_feeds_honours_the_formats(settings: Settings) -> None:
 
 def test_unchanged_feeds_are_not_rewritten(settings: Settings) -> None:
     entries = [make_entry("a", categories=("Python",))]
-    first = feeds.write_feeds(entries, settings)
+    first = write_feeds(entries, settings)
     atom_path = settings.public_dir / "atom.xml"
     before = atom_path.stat().st_mtime_ns
 
-    assert feeds.write_feeds(entries, settings) == []
+    assert write_feeds(entries, settings) == []
     assert atom_path.stat().st_mtime_ns == before
     assert len(first) == 6
 
     changed = [replace(entries[0], title="New title")]
-    rewritten = feeds.write_feeds(changed, settings)
+    rewritten = write_feeds(changed, settings)
     assert atom_path in rewritten
     assert settings.public_dir / "feed.xsl" not in rewritten
 
@@ -578,7 +580,7 @@ def test_category_feeds_including_non_ascii(settings: Settings) -> None:
         make_entry("d", published=at(4)),
     ]
 
-    feeds.write_feeds(entries, settings)
+    write_feeds(entries, settings)
 
     folder = settings.public_dir / "categories"
     assert sorted(p.name for p in folder.iterdir()) == ["python", "中文-分类"]
@@ -594,61 +596,38 @@ def test_category_feeds_including_non_ascii(settings: Settings) -> None:
     assert self_link == [
         "https://example.com/categories/%E4%B8%AD%E6%96%87-%E5%88%86%E7%B1%BB/rss.xml"
     ]
-    assert feeds.category_feed_urls(settings, "中文 分类")["rss"] == self_link[0]
+    assert urls.category_feed_url(settings.site.url, category_slug("中文 分类"), "rss") == (
+        self_link[0]
+    )
 
 
 def test_category_feeds_respect_the_limit(settings: Settings) -> None:
     limited = with_feed(settings, limit=2)
     entries = [make_entry(f"p{d}", categories=("News",), published=at(d)) for d in range(1, 5)]
 
-    feeds.write_feeds(entries, limited)
+    write_feeds(entries, limited)
 
     news = parse((settings.public_dir / "categories/news/atom.xml").read_bytes())
     assert [e.title for e in news.entries] == ["Post p4", "Post p3"]
 
 
 def test_feeds_of_vanished_categories_are_removed(settings: Settings) -> None:
-    feeds.write_feeds([make_entry(categories=("Old", "Kept"))], settings)
+    write_feeds([make_entry(categories=("Old", "Kept"))], settings)
     folder = settings.public_dir / "categories"
     (folder / "old" / "notes.txt").write_text("a person's file", encoding="utf-8")
     (folder / "gone").mkdir()
     (folder / "gone" / "atom.xml").write_text("stale", encoding="utf-8")
 
-    feeds.write_feeds([make_entry(categories=("Kept",))], settings)
+    write_feeds([make_entry(categories=("Kept",))], settings)
 
     assert not (folder / "gone").exists()
     assert not (folder / "old" / "atom.xml").exists()
     assert (folder / "old" / "notes.txt").exists()
     assert (folder / "kept" / "atom.xml").exists()
 
-    feeds.write_feeds([make_entry()], settings)
+    write_feeds([make_entry()], settings)
     assert (folder / "old" / "notes.txt").exists()
     assert not (folder / "kept").exists()
-
-
-def test_atomic_write(tmp_path: Path) -> None:
-    target = tmp_path / "deep" / "feed.xml"
-
-    assert feeds.atomic_write(target, b"one") is True
-    assert target.read_bytes() == b"one"
-    assert target.stat().st_mode & 0o777 == 0o644
-    target.chmod(0o640)
-    before = target.stat().st_mtime_ns
-    assert feeds.atomic_write(target, b"one") is False
-    assert target.stat().st_mtime_ns == before
-    assert feeds.atomic_write(target, b"two") is True
-    assert target.read_bytes() == b"two"
-    assert target.stat().st_mode & 0o777 == 0o640
-    assert sorted(p.name for p in target.parent.iterdir()) == ["feed.xml"]
-
-
-def test_atomic_write_into_a_file_names_the_path(tmp_path: Path) -> None:
-    blocker = tmp_path / "public"
-    blocker.write_text("not a folder", encoding="utf-8")
-
-    with pytest.raises(FeedpubError) as caught:
-        feeds.atomic_write(blocker / "atom.xml", b"x")
-    assert caught.value.path == blocker / "atom.xml"
 
 
 # ------------------------------------------------------------------ golden files
@@ -738,7 +717,7 @@ def test_a_browser_shows_the_feed_as_a_page(make_site: Any, site_server: tuple[s
         make_entry("a", title="你好 🌏 & <em>", url=url + "a/", published=at(2)),
         make_entry("b", title="Second post", url=url + "b/", published=at(1)),
     ]
-    feeds.write_feeds(entries, settings)
+    write_feeds(entries, settings)
     assert settings.public_dir == public
 
     with playwright.sync_playwright() as driver:
@@ -771,16 +750,9 @@ def test_a_browser_shows_the_feed_as_a_page(make_site: Any, site_server: tuple[s
 
 
 def _config(url: str = "https://example.com/", description: str = "A site for tests") -> str:
-    return f"""\
-[site]
-title = "Test Site"
-url = "{url}"
-description = "{description}"
-language = "en"
-timezone = "UTC"
-author = {{ name = "Ada Author", email = "ada@example.com" }}
-
-[feed]
-limit = 20
-full_content = true
-"""
+    """The shared test site, served from another URL or with another description."""
+    site_url, site_description = 'url = "https://example.com/"', 'description = "A site for tests"'
+    assert BASIC_CONFIG.count(site_url) == BASIC_CONFIG.count(site_description) == 1
+    return BASIC_CONFIG.replace(site_url, f'url = "{url}"').replace(
+        site_description, f'description = "{description}"'
+    )

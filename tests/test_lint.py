@@ -13,9 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from feedpub.catalog import lint_site
 from feedpub.config import load_settings
 from feedpub.content import read_post
-from feedpub.entries import make_entry
+from feedpub.entries import make_entry, make_entry_with_outline
 from feedpub.lint import (
     CODES,
     Finding,
@@ -23,10 +24,9 @@ from feedpub.lint import (
     errors_for,
     find_math,
     lint_post,
-    lint_site,
-    parse_markdown,
     repetition,
 )
+from feedpub.markup import render_markdown, render_with_outline
 from tests.conftest import BASIC_CONFIG, SiteFactory
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -542,11 +542,93 @@ def test_lint_post_works_on_a_post_alone(make_site: SiteFactory) -> None:
     assert [(f.code, f.line, f.column) for f in findings] == [("repeated-text", 6, 10)]
 
 
-def test_parse_markdown_places_blocks_on_file_lines() -> None:
+def test_the_outline_places_blocks_on_file_lines() -> None:
     body = "# Title\n\n```\ncode\n```\n\n> - item\n>   more\n\n| a |\n|---|\n| b |\n"
-    document = parse_markdown(body, first_line=10)
-    assert [(b.kind, b.start, len(b.lines)) for b in document.blocks] == [
-        ("heading", 10, 1), ("code", 12, 3), ("list item", 16, 2), ("table", 19, 3),
+    _, outline = render_with_outline(body, base_url="https://e.com/", id_prefix="", first_line=10)
+    assert [(b.kind, b.line, b.starts) for b in outline.blocks] == [
+        ("heading", 10, ((10, 3),)), ("code", 12, ()), ("list item", 16, ((16, 5), (17, 3))),
+        ("table", 19, ((19, 3), (21, 3))),
+    ]
+
+
+# --- one parse: findings agree with what the rendered HTML shows -------------------
+
+
+def test_text_under_a_list_item_that_renders_as_text_is_checked(make_site: SiteFactory) -> None:
+    # CommonMark would make the indented line code; Python-Markdown renders it as a
+    # paragraph of the item, so a reader sees the braces.
+    body = "\n- item\n\n      {{ site.url }}\n"
+    make_site({NAME: FRONT + body})
+    settings = make_site.settings()
+    post = read_post(settings.posts_dir / NAME, site=settings.site, site_dir=settings.site_dir)
+    entry, outline = make_entry_with_outline(post, settings.site)
+    assert "<p>{{ site.url }}</p>" in entry.content_html
+    findings = lint_post(post, settings=settings, now=NOW, entry=entry, outline=outline)
+    assert where(findings, "template-syntax") == [(8, 7)]
+
+
+def test_a_reference_image_without_alt_text(make_site: SiteFactory) -> None:
+    body = "\nA chart: ![][r2] and a named one: ![Sales][r2]\n\n[r2]: https://example.org/x.png\n"
+    findings = lint(make_site, body)
+    lines = (FRONT + body).split("\n")
+    assert where(findings, "missing-alt") == [(6, column_of(lines[5], "![]["))]
+
+
+def test_a_reference_definition_is_checked_once_at_its_line(make_site: SiteFactory) -> None:
+    body = "\n![Chart][c] and again ![Chart][c]\n\n[c]: http://example.org/c.png\n"
+    findings = lint(make_site, body)
+    assert where(findings, "insecure-link") == [(8, 6)]
+
+
+@pytest.mark.parametrize("indent", [0, 2, 3, 4])
+def test_template_syntax_is_flagged_exactly_where_the_html_shows_it_as_text(
+    make_site: SiteFactory, indent: int
+) -> None:
+    pad = " " * indent
+    body = f"\n- step one:\n\n{pad}```\n{pad}{{{{ page.title }}}}\n{pad}```\n"
+    make_site({NAME: FRONT + body})
+    settings = make_site.settings()
+    post = read_post(settings.posts_dir / NAME, site=settings.site, site_dir=settings.site_dir)
+    entry, outline = make_entry_with_outline(post, settings.site)
+    flagged = where(lint_post(post, settings=settings, now=NOW, outline=outline, entry=entry),
+                    "template-syntax")
+    # Whatever Python-Markdown put in a <code> element is an example; the rest is text.
+    shown_as_code = "<code>{{ page.title }}" in entry.content_html
+    assert "{{ page.title }}" in entry.content_html
+    assert flagged == ([] if shown_as_code else [(8, indent + 1)])
+
+
+@pytest.mark.parametrize(
+    ("body", "flagged"),
+    [
+        ("Say `{{ a }}` then {{ b }}.\n", ["{{ b }}"]),
+        ("    {{ a }}\n\n{{ b }}\n", ["{{ b }}"]),
+        ("> ```\n> {{ a }}\n> ```\n\n> {{ b }}\n", ["{{ b }}"]),
+        ("<div>{{ a }}</div>\n\n<!-- {{ b }} -->\n", ["{{ a }}"]),
+    ],
+)
+def test_findings_follow_what_renders_as_code(
+    make_site: SiteFactory, body: str, flagged: list[str]
+) -> None:
+    make_site({NAME: FRONT + "\n" + body})
+    settings = make_site.settings()
+    post = read_post(settings.posts_dir / NAME, site=settings.site, site_dir=settings.site_dir)
+    entry, outline = make_entry_with_outline(post, settings.site)
+    lines = (FRONT + "\n" + body).split("\n")
+    findings = lint_post(post, settings=settings, now=NOW, entry=entry, outline=outline)
+    found = [lines[f.line - 1][f.column - 1 : f.column + 6] for f in findings
+             if f.code == "template-syntax"]
+    assert found == flagged
+
+
+def test_the_outline_survives_json() -> None:
+    body = "# A\n\n- [x](y.png) ![](z.png)\n\n[r]: q.pdf\n\n<img src=a.png>\n"
+    html, outline = render_with_outline(body, base_url="https://e.com/", id_prefix="", first_line=3)
+    assert html == render_markdown(body, base_url="https://e.com/", id_prefix="")
+    assert type(outline).from_json(outline.to_json()) == outline
+    assert [(link.kind, link.target, link.line, link.column) for link in outline.links] == [
+        ("inline", "y.png", 5, 3), ("inline", "z.png", 5, 14), ("definition", "q.pdf", 7, 1),
+        ("html", "a.png", 9, 1),
     ]
 
 

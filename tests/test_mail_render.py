@@ -16,7 +16,7 @@ from babel.messages.pofile import read_po
 from feedpub.config import Author, Settings
 from feedpub.entries import Entry
 from feedpub.errors import ConfigError
-from feedpub.mail.i18n import LOCALE_DIR, catalog_name, parse_locale, text_direction
+from feedpub.i18n import LOCALE_DIR, catalog_name, parse_locale, text_direction
 from feedpub.mail.render import (
     PLACEHOLDERS,
     Recipient,

@@ -18,12 +18,12 @@ from lxml import html as lxml_html
 from uniseg.graphemecluster import grapheme_cluster_boundaries, grapheme_clusters
 
 from feedpub import markup
+from feedpub.content import remove_xml_forbidden
 from feedpub.markup import (
     html_to_text,
     render_markdown,
     sanitize_html,
     split_excerpt,
-    strip_invalid_xml,
     summarize_html,
 )
 
@@ -182,10 +182,10 @@ def test_control_characters_are_removed() -> None:
     assert_fits_in_xml(out)
 
 
-def test_strip_invalid_xml() -> None:
+def test_remove_xml_forbidden() -> None:
     dirty = "a\tb\nc\rd\x00e\x1ff\ufffeg\uffffh\ud800i\x7f"
-    assert strip_invalid_xml(dirty) == "a\tb\nc\rdefghi\x7f"
-    assert strip_invalid_xml(f"{FAMILY}{FLAG}é") == f"{FAMILY}{FLAG}é"
+    assert remove_xml_forbidden(dirty) == "a\tb\nc\rdefghi\x7f"
+    assert remove_xml_forbidden(f"{FAMILY}{FLAG}é") == f"{FAMILY}{FLAG}é"
 
 
 # --- sanitizing -----------------------------------------------------------------

@@ -37,7 +37,7 @@ from feedpub.store import Mode, open_store
 from feedpub.store import queue as delivery_queue
 from feedpub.store.engine import Store, create_store_engine
 from feedpub.store.schema import editions
-from tests.conftest import SiteFactory, SmtpServer
+from tests.conftest import Clock, SiteFactory, SmtpServer
 from tests.test_digest import MONDAY_9, NEXT_MONDAY_9, T0, add_readers, post, site_config, subscribe
 
 WAIT = 20.0
@@ -151,16 +151,6 @@ schedule = "30 1 * * *"
 
 
 # --- the daemon --------------------------------------------------------------------------
-
-
-@dataclass
-class Clock:
-    """The injected clock: tests move it; APScheduler still fires on the real one."""
-
-    now: datetime
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @dataclass

@@ -10,13 +10,14 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import dkim
 import pytest
 import sqlalchemy as sa
 
+from feedpub.config import parse_transport
 from feedpub.digest import make_editions
 from feedpub.mail.transports import open_transport
 from feedpub.sender import SendOptions, SendReport, send_queued
@@ -24,7 +25,7 @@ from feedpub.store import Mode, Status, open_store, unsubscribe_subscriber
 from feedpub.store import queue as delivery_queue
 from feedpub.store.engine import Store
 from feedpub.store.schema import deliveries, send_rate, subscribers
-from tests.conftest import SiteFactory, SmtpServer
+from tests.conftest import Clock, SiteFactory, SmtpServer
 from tests.test_digest import (
     MONDAY_9,
     T0,
@@ -34,17 +35,6 @@ from tests.test_digest import (
     site_config,
     subscribe,
 )
-
-
-@dataclass
-class Clock:
-    now: datetime
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @dataclass
@@ -61,7 +51,7 @@ class Mail:
         stop = options.pop("stop", None)
         progress = options.pop("progress", None)
         settings = self.site.settings
-        with open_transport(self.smtp.url + "&pool=4") as transport:
+        with open_transport(parse_transport(self.smtp.url + "&pool=4")) as transport:
             return send_queued(
                 settings, self.store, transport, clock=self.clock,
                 stop=stop, progress=progress,  # type: ignore[arg-type]
@@ -277,7 +267,7 @@ def test_two_senders_at_once_deliver_each_message_once(mail: Mail) -> None:
     reports: list[SendReport] = []
 
     def run(store: Store) -> None:
-        with open_transport(mail.smtp.url) as transport:
+        with open_transport(parse_transport(mail.smtp.url)) as transport:
             reports.append(send_queued(mail.site.settings, store, transport, clock=mail.clock,
                                        options=SendOptions(concurrency=3, batch_size=7)))
 
@@ -338,7 +328,7 @@ def test_rate_limited_send_reserves_one_slot_per_message(
         add_readers(store, [f"r{i}@example.org" for i in range(16)])
         site.write("2026-01-02-x.md", post("X", "2026-01-02 10:00:00 +0000"))
         make_editions(site.settings, store, MONDAY_9)
-        with open_transport(smtp_server.url) as transport:
+        with open_transport(parse_transport(smtp_server.url)) as transport:
             report = send_queued(site.settings, store, transport, clock=Clock(MONDAY_9),
                                  options=SendOptions(concurrency=4),
                                  wall=lambda: 1_000_000.0)
@@ -405,7 +395,7 @@ def test_dkim_signed_messages_verify_and_leave_in_claim_order(
         def progress(done: int, total: int) -> None:
             signing_children.append(len(multiprocessing.active_children()))
 
-        with open_transport(smtp_server.url) as transport:
+        with open_transport(parse_transport(smtp_server.url)) as transport:
             report = send_queued(site.settings, store, transport, clock=Clock(MONDAY_9),
                                  options=SendOptions(concurrency=1, sign_processes=processes),
                                  progress=progress)

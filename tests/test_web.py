@@ -39,7 +39,7 @@ from feedpub.store import (
 )
 from feedpub.tokens import Purpose
 from feedpub.web import RateLimit, WebLimits, actions, create_app, link
-from tests.conftest import SiteFactory, SmtpServer
+from tests.conftest import Clock, SiteFactory, SmtpServer
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for the httpx2 fork; httpx is what the project installs.
@@ -87,17 +87,6 @@ POSTS = {
     ),
     "2026-01-19-third.md": "---\ntitle: Third\n---\nNo categories here.\n",
 }
-
-
-@dataclass
-class Clock:
-    now: datetime = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @dataclass
@@ -180,7 +169,7 @@ def make_web(
     else:
         shutil.copytree(built / "public", settings.public_dir)
         shutil.copytree(built / ".feedpub-cache", settings.cache_dir)
-    clock = Clock()
+    clock = Clock(START)
     store = open_store(database_url)
     app = create_app(settings, now=clock, store=store, limits=limits)
     try:

@@ -33,7 +33,7 @@ from feedpub.mail.transports import open_transport
 from feedpub.sender import send_queued
 from feedpub.store import Status, Store, find_subscriber, get_subscriptions, open_store
 from feedpub.web import create_app
-from tests.conftest import SiteFactory, free_port
+from tests.conftest import Clock, SiteFactory, free_port
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -73,14 +73,6 @@ POSTS = {
     "2026-01-12-birds.md": "---\ntitle: 鳥類觀察 🐦\ncategories: [Birds, 機器學習]\n---\n中文。\n",
 }
 NEW_POST = "---\ntitle: \"A new Python note\"\ncategories: [Python]\n---\nBrand new.\n"
-
-
-@dataclass
-class Clock:
-    now: datetime
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @dataclass

@@ -17,12 +17,12 @@ from babel.messages.mofile import read_mo, write_mo
 from babel.messages.pofile import read_po
 
 from feedpub.config import Settings
-from feedpub.mail.i18n import LOCALE_DIR
+from feedpub.i18n import LOCALE_DIR
 from feedpub.store import Status, Store, Subscriber, find_subscriber, open_store
 from feedpub.tokens import Purpose, Reason
 from feedpub.web import create_app, link
 from feedpub.web.pages import Pages
-from tests.conftest import SiteFactory
+from tests.conftest import Clock, SiteFactory
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for the httpx2 fork; httpx is what the project installs.
@@ -168,14 +168,6 @@ WORDS = {
 }
 
 
-@dataclass
-class Clock:
-    now: datetime = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @dataclass(frozen=True)
 class Site:
     settings: Settings
@@ -195,7 +187,7 @@ def serve(make_site: SiteFactory, database_url: str, language: str) -> Iterator[
     make_site(POSTS, config=CONFIG.format(language=language))
     settings = make_site.settings({"FEEDPUB_SECRET": "i18n-secret",
                                    "FEEDPUB_DATABASE_URL": database_url})
-    clock = Clock()
+    clock = Clock(START)
     store = open_store(database_url)
     try:
         with TestClient(create_app(settings, now=clock, store=store), base_url=BASE) as client:

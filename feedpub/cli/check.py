@@ -6,8 +6,8 @@ import json
 
 import click
 
+from feedpub.catalog import lint_site
 from feedpub.cli._common import NOW_OPTION, is_interactive, main, parse_now, settings_from
-from feedpub.lint import lint_site
 from feedpub.progress import progress_bar
 
 
@@ -23,7 +23,7 @@ from feedpub.progress import progress_bar
 @click.option("--strict", is_flag=True, help="Warnings fail the check too (exit status 1).")
 @NOW_OPTION
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
-              help="Processes that render posts not yet in the build's cache "
+              help="Processes that render posts not yet in the catalog's cache "
                    "(default: one per core).")
 @click.pass_context
 def check(

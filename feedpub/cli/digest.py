@@ -58,9 +58,8 @@ def _describe(edition: EditionSummary, dry_run: bool) -> str:
 
 
 def _print_report(report: DigestReport) -> None:
-    for edition in report.editions:
-        if edition.kind != "post" or edition.recipients:
-            click.echo(_describe(edition, report.dry_run))
+    for edition in report.noteworthy:
+        click.echo(_describe(edition, report.dry_run))
     for refusal in report.refused:
         for finding in refusal.findings:
             click.echo(f"error: {finding.path}:{finding.line}: {finding.message}", err=True)
@@ -184,13 +183,13 @@ def _counts(report: SendReport) -> str:
 
 
 def _dry_run(settings: Settings, moment: datetime, newsletter: str | None) -> None:
-    from feedpub import build
+    from feedpub.catalog import load_catalog
     from feedpub.digest import make_editions
     from feedpub.store import open_existing_store, queue
 
     store = open_existing_store(settings.database.url)
     if store is None:
-        catalog = build.scan(settings, moment)
+        catalog = load_catalog(settings, moment)
         names = [newsletter] if newsletter else [n.name for n in settings.newsletters]
         for name in names:
             settings.newsletter(name)

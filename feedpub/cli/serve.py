@@ -17,7 +17,9 @@ from feedpub.cli._common import main, settings_from
               help="Proxies whose X-Forwarded-For/-Proto headers are trusted "
                    "(comma-separated, or '*').")
 @click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              help="How much uvicorn logs: 'warning' keeps only problems, 'debug' "
+                   "shows every request's details.")
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, forwarded_allow_ips: str,
           log_level: str) -> None:

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="One JSON document (shape below).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON document, for monitoring (its shape is described above).")
 @NOW_OPTION
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, now: str | None) -> None:

@@ -8,6 +8,7 @@
 >>> data = template.build(Recipient("ada@example.com", "Ada", unsub, prefs),
 ...                       date=now)                                   # doctest: +SKIP
 
-The submodules are imported by name: importing the package loads none of them,
-so the settings can use the transports' URL parser without loading premailer.
+The submodules are imported by name: importing the package loads none of them.
+The settings never import this package: the transport is parsed in
+:mod:`feedpub.config` and the language in :mod:`feedpub.i18n`.
 """

@@ -42,7 +42,6 @@ __all__ = [
     "build_message",
     "message_id",
     "prepare_message",
-    "sign_message",
 ]
 
 SIGNED_HEADERS = (
@@ -92,11 +91,6 @@ class DkimSigner:
             canonicalize=(b"relaxed", b"relaxed"),
         )
         return signature + message
-
-
-def sign_message(message: bytes, config: DkimConfig) -> bytes:
-    """Sign one message; to sign many, make one :class:`DkimSigner` and reuse it."""
-    return DkimSigner.from_config(config).sign(message)
 
 
 @dataclass(frozen=True)

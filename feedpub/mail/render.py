@@ -14,9 +14,7 @@ import types
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal, Protocol
-from urllib.parse import quote
 
 import html2text
 import jinja2
@@ -26,13 +24,13 @@ from lxml import etree
 from markupsafe import Markup
 from premailer import Premailer
 
+from feedpub import templating, urls
 from feedpub.config import NewsletterConfig, Settings
 from feedpub.entries import Entry
 from feedpub.errors import ConfigError
-from feedpub.mail.i18n import Language, site_language, text_direction
+from feedpub.i18n import Language, site_language, text_direction
 
 Kind = Literal["digest", "post"]
-BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "email"
 
 PLACEHOLDERS: Mapping[str, str] = types.MappingProxyType({
     "email": "%%FEEDPUB_EMAIL%%",
@@ -159,116 +157,137 @@ def render_edition(
         raise ValueError("an edition needs at least one entry")
     if kind == "post" and len(entries) != 1:
         raise ValueError(f"a post email shows one entry, not {len(entries)}")
-    language = _language(settings)
-    env = template_environment(settings, language)
-    full_content = kind == "post" or newsletter.full_content
-    bodies = {e.id: (_email_ready(e.content_html), _email_ready(e.summary_html)) for e in entries}
-    web_path = f"editions/{quote(newsletter.name)}/{quote(edition_id, safe='')}.html"
-    web_url = settings.site.url + web_path
-    date_text = language.date(date)
-    base_context: dict[str, Any] = {
-        "site": settings.site,
-        "newsletter": newsletter,
-        "list_name": newsletter.title,
-        "kind": kind,
-        "edition_id": edition_id,
-        "date_text": date_text,
-        "lang": language.tag,
-        "dir": language.direction,
-        "postal_lines": _postal_lines(settings.mail.postal_address),
-        "subscribe_url": settings.web.url + "subscribe",
-    }
-    base_context["subject"] = render_subject(
-        entries, settings=settings, newsletter=newsletter, language=language
-    )
-
-    def items(summarized: frozenset[str]) -> list[EntryView]:
-        views = []
-        for entry in entries:
-            full = full_content and entry.id not in summarized
-            content, summary = bodies[entry.id]
-            views.append(EntryView(
-                entry=entry,
-                body_html=content if full else summary,
-                full=full,
-                lang=entry.lang or language.tag,
-                dir=text_direction(entry.lang or language.tag),
-                date_text=language.date(entry.published, "medium"),
-            ))
-        return views
-
-    def render_email(summarized: frozenset[str]) -> tuple[str, str]:
-        views = items(summarized)
-        context = {
-            **base_context,
-            "items": views,
-            "web": False,
-            "preheader": _preheader(views, kind),
-            "view_in_browser_url": web_url,
-            "recipient_email": PLACEHOLDERS["email"],
-            **{name: token for name, token in PLACEHOLDERS.items() if name != "email"},
-        }
-        source = _render(env, f"{kind}.html", context)
-        return source, inline_css(source)
-
-    summarized: frozenset[str] = frozenset()
-    source, email_html = render_email(summarized)
-    size = personalised_size(email_html)
+    edition = _EditionRenderer(entries, settings, newsletter, kind, edition_id, date)
+    summarized, email_html, size = edition.fitted_email()
     limit = settings.mail.max_html_bytes
-    candidates = [e for e in sorted(entries, key=lambda e: e.published) if full_content]
-    while size > limit and candidates:
-        inflation = len(email_html) / max(len(source), 1)
-        excess = size - limit
-        saved = 0.0
-        chosen = set(summarized)
-        while candidates and saved < excess:
-            entry = candidates.pop(0)
-            content, summary = bodies[entry.id]
-            gain = (len(content.encode()) - len(summary.encode())) * inflation
-            if gain > 0:
-                chosen.add(entry.id)
-                saved += gain
-        if chosen == summarized:
-            break
-        summarized = frozenset(chosen)
-        source, email_html = render_email(summarized)
-        size = personalised_size(email_html)
-
-    email_views = items(summarized)
-    text = _render(env, f"{kind}.txt", {
-        **base_context,
-        "items": email_views,
-        "web": False,
-        "view_in_browser_url": web_url,
-        "recipient_email": PLACEHOLDERS["email"],
-        **{name: token for name, token in PLACEHOLDERS.items() if name != "email"},
-    })
-    web_views = items(frozenset())
-    web_html = _render(env, f"{kind}.html", {
-        **base_context,
-        "items": web_views,
-        "web": True,
-        "preheader": _preheader(web_views, kind),
-        "view_in_browser_url": None,
-        "recipient_email": "",
-        **{name: "" for name in PLACEHOLDERS if name != "email"},
-    })
     return RenderedEdition(
         kind=kind,
         newsletter=newsletter.name,
         edition_id=edition_id,
-        subject=base_context["subject"],
+        subject=edition.context["subject"],
         html=email_html,
-        text=_tidy_text(text),
-        web_html=web_html,
-        web_path=web_path,
-        web_url=web_url,
+        text=_tidy_text(edition.text(summarized)),
+        web_html=edition.web_page(),
+        web_path=edition.web_path,
+        web_url=edition.web_url,
         entry_ids=tuple(e.id for e in entries),
         summarized_ids=tuple(e.id for e in entries if e.id in summarized),
         html_bytes=size,
         over_limit=size > limit,
-        language=language.tag,
+        language=edition.language.tag,
     )
+
+
+class _EditionRenderer:
+    """One edition's templates, context and entry bodies, prepared once for its email
+    (HTML, cut to fit if need be), its plain text and its web page."""
+
+    def __init__(self, entries: list[Entry], settings: Settings, newsletter: NewsletterConfig,
+                 kind: Kind, edition_id: str, date: datetime) -> None:
+        self.entries = entries
+        self.settings = settings
+        self.kind = kind
+        self.language = _language(settings)
+        self.env = template_environment(settings, self.language)
+        self.full_content = kind == "post" or newsletter.full_content
+        self.bodies = {
+            e.id: (_email_ready(e.content_html), _email_ready(e.summary_html)) for e in entries
+        }
+        self.web_path = urls.edition_path(newsletter.name, edition_id)
+        self.web_url = settings.site.url + self.web_path
+        self.context: dict[str, Any] = {
+            "site": settings.site,
+            "newsletter": newsletter,
+            "list_name": newsletter.title,
+            "kind": kind,
+            "edition_id": edition_id,
+            "date_text": self.language.date(date),
+            "lang": self.language.tag,
+            "dir": self.language.direction,
+            "postal_lines": _postal_lines(settings.mail.postal_address),
+            "subscribe_url": urls.url_for(settings.web.url, "subscribe"),
+            "subject": render_subject(
+                entries, settings=settings, newsletter=newsletter, language=self.language
+            ),
+        }
+
+    def items(self, summarized: frozenset[str]) -> list[EntryView]:
+        views = []
+        for entry in self.entries:
+            full = self.full_content and entry.id not in summarized
+            content, summary = self.bodies[entry.id]
+            lang = entry.lang or self.language.tag
+            views.append(EntryView(
+                entry=entry,
+                body_html=content if full else summary,
+                full=full,
+                lang=lang,
+                dir=text_direction(lang),
+                date_text=self.language.date(entry.published, "medium"),
+            ))  # fmt: skip
+        return views
+
+    def _email_context(self, views: list[EntryView]) -> dict[str, Any]:
+        return {
+            **self.context,
+            "items": views,
+            "web": False,
+            "view_in_browser_url": self.web_url,
+            "recipient_email": PLACEHOLDERS["email"],
+            **{name: token for name, token in PLACEHOLDERS.items() if name != "email"},
+        }
+
+    def email(self, summarized: frozenset[str]) -> tuple[str, str]:
+        """(the template's HTML, the same with its CSS inlined)."""
+        views = self.items(summarized)
+        context = {**self._email_context(views), "preheader": _preheader(views, self.kind)}
+        source = templating.render_template(self.env, f"{self.kind}.html", context)
+        return source, inline_css(source)
+
+    def fitted_email(self) -> tuple[frozenset[str], str, int]:
+        """(entries cut to their summary, the email's HTML, its personalised size): the
+        oldest entries are cut first, until the HTML fits ``mail.max_html_bytes``."""
+        summarized: frozenset[str] = frozenset()
+        source, email_html = self.email(summarized)
+        size = personalised_size(email_html)
+        limit = self.settings.mail.max_html_bytes
+        candidates = [e for e in sorted(self.entries, key=lambda e: e.published)
+                      if self.full_content]
+        while size > limit and candidates:
+            inflation = len(email_html) / max(len(source), 1)
+            excess = size - limit
+            saved = 0.0
+            chosen = set(summarized)
+            while candidates and saved < excess:
+                entry = candidates.pop(0)
+                content, summary = self.bodies[entry.id]
+                gain = (len(content.encode()) - len(summary.encode())) * inflation
+                if gain > 0:
+                    chosen.add(entry.id)
+                    saved += gain
+            if chosen == summarized:
+                break
+            summarized = frozenset(chosen)
+            source, email_html = self.email(summarized)
+            size = personalised_size(email_html)
+        return summarized, email_html, size
+
+    def text(self, summarized: frozenset[str]) -> str:
+        context = self._email_context(self.items(summarized))
+        return templating.render_template(self.env, f"{self.kind}.txt", context)
+
+    def web_page(self) -> str:
+        """The "view in browser" page: every entry whole, no placeholders."""
+        views = self.items(frozenset())
+        return templating.render_template(self.env, f"{self.kind}.html", {
+            **self.context,
+            "items": views,
+            "web": True,
+            "preheader": _preheader(views, self.kind),
+            "view_in_browser_url": None,
+            "recipient_email": "",
+            **{name: "" for name in PLACEHOLDERS if name != "email"},
+        })
 
 
 def render_confirmation(
@@ -301,9 +320,9 @@ def render_confirmation(
         "recipient_email": PLACEHOLDERS["email"],
         **{name: token for name, token in PLACEHOLDERS.items() if name != "email"},
     }
-    source = _render(env, "confirm.html", context)
+    source = templating.render_template(env, "confirm.html", context)
     email_html = inline_css(source)
-    text = _tidy_text(_render(env, "confirm.txt", context))
+    text = _tidy_text(templating.render_template(env, "confirm.txt", context))
     size = personalised_size(email_html)
     return RenderedEdition(
         kind="confirm",
@@ -394,60 +413,19 @@ def html_to_text(fragment: str) -> str:
 
 
 def template_environment(settings: Settings, language: Language) -> jinja2.Environment:
-    """The site's ``templates/email/`` first, then the built-in ones.
-
-    A site template can extend a built-in one of the same name as
-    ``feedpub/base.html``.
-    """
-    builtin = jinja2.FileSystemLoader(BUILTIN_TEMPLATES)
-    env = jinja2.Environment(
-        loader=jinja2.ChoiceLoader([
-            jinja2.FileSystemLoader(settings.templates_dir / "email"),
-            builtin,
-            jinja2.PrefixLoader({"feedpub": builtin}),
-        ]),
+    """The email templates: the site's ``templates/email/`` first, then the built-in ones."""
+    env = templating.template_environment(
+        settings, language, "email",
         autoescape=jinja2.select_autoescape(enabled_extensions=("html",)),
-        undefined=jinja2.StrictUndefined,
-        extensions=["jinja2.ext.i18n"],
-        trim_blocks=True,
-        lstrip_blocks=True,
     )
-    env.install_gettext_translations(language.translations, newstyle=True)  # type: ignore[attr-defined]
     env.filters["html2text"] = html_to_text
     env.globals["format_date"] = language.date
     return env
 
 
-
 def _language(settings: Settings) -> Language:
     return site_language(settings.site.language, settings.site.tz,
                          config_path=settings.config_path)
-
-
-def _render(env: jinja2.Environment, name: str, context: Mapping[str, Any]) -> str:
-    try:
-        return env.get_template(name).render(context)
-    except jinja2.TemplateSyntaxError as exc:
-        raise ConfigError(f"template error: {exc.message}", path=exc.filename or name,
-                          line=exc.lineno) from None
-    except jinja2.TemplateNotFound as exc:
-        raise ConfigError(f"template not found: {exc.name}", path=name) from None
-    except jinja2.TemplateError as exc:
-        path, line = _template_location(exc, name)
-        raise ConfigError(f"template error: {exc.message or exc}", path=path,
-                          line=line) from None
-
-
-def _template_location(exc: BaseException, default: str) -> tuple[str, int | None]:
-    """The innermost template frame of a jinja2 runtime error."""
-    location: tuple[str, int | None] = (default, None)
-    traceback = exc.__traceback__
-    while traceback is not None:
-        filename = traceback.tb_frame.f_code.co_filename
-        if filename.endswith((".html", ".txt")):
-            location = (filename, traceback.tb_lineno)
-        traceback = traceback.tb_next
-    return location
 
 
 def _unique(entries: Iterable[Entry]) -> list[Entry]:

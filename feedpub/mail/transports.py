@@ -9,6 +9,10 @@ RCPT TO or DATA): retrying it cannot help. Everything that concerns the
 connection rather than the message (refused or lost connections, timeouts,
 TLS, authentication, a 4xx reply) is temporary, so that a broken server or a
 wrong password leaves the queue intact instead of failing every subscriber.
+
+The ``mail.transport`` setting is parsed once, by :mod:`feedpub.config`, into a
+:class:`~feedpub.config.MaildirConfig` or :class:`~feedpub.config.SmtpConfig`;
+:func:`open_transport` opens what it describes.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import contextlib
 import functools
 import itertools
 import logging
-import math
 import os
 import queue
 import secrets
@@ -27,22 +30,16 @@ import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import parseaddr
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Protocol, Self
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Protocol, Self
 
+from feedpub.config import TRANSPORT_KEY, MaildirConfig, SmtpConfig, TransportConfig
 from feedpub.errors import ConfigError, DeliveryError
 
 log = logging.getLogger(__name__)
-
-TlsMode = Literal["starttls", "ssl", "none"]
-DEFAULT_PORTS: dict[TlsMode, int] = {"starttls": 587, "ssl": 465, "none": 25}
-DEFAULT_TIMEOUT = 30.0
-DEFAULT_POOL = 4
-CONFIG_KEY = "mail.transport"
 
 
 @dataclass(frozen=True)
@@ -76,20 +73,11 @@ class Transport(Protocol):
         self.close()
 
 
-def open_transport(url: str) -> Transport:
-    """``maildir:PATH`` or ``smtp://user:pass@host:port?tls=starttls|ssl|none&timeout=30&pool=4``
-    (``smtps://`` means ``tls=ssl``)."""
-    if url.startswith("maildir:"):
-        path = url[len("maildir:") :]
-        if not path:
-            raise ConfigError("'maildir:' needs a folder, e.g. 'maildir:outbox'", key=CONFIG_KEY)
-        return MaildirTransport(path)
-    if urlsplit(url).scheme.lower() in ("smtp", "smtps"):
-        return SmtpTransport(parse_smtp_url(url))
-    raise ConfigError(
-        f"must be 'maildir:PATH' or 'smtp://user:pass@host:port?tls=starttls', not {url!r}",
-        key=CONFIG_KEY,
-    )
+def open_transport(config: TransportConfig) -> Transport:
+    """The transport for ``settings.mail.transport``, parsed and checked at load."""
+    if isinstance(config, MaildirConfig):
+        return MaildirTransport(config.path)
+    return SmtpTransport(config)
 
 
 # --- addresses -------------------------------------------------------------------
@@ -158,7 +146,7 @@ class MaildirTransport(Transport):
                 (self.path / folder).mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as error:
             raise ConfigError(
-                f"cannot use {str(self.path)!r} as a Maildir: {error.strerror}", key=CONFIG_KEY
+                f"cannot use {str(self.path)!r} as a Maildir: {error.strerror}", key=TRANSPORT_KEY
             ) from None
         self._host = socket.gethostname().replace("/", r"\057").replace(":", r"\072")
         self._sequence = itertools.count()
@@ -210,114 +198,6 @@ class MaildirTransport(Transport):
 
 
 # --- SMTP --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SmtpConfig:
-    host: str
-    port: int
-    tls: TlsMode = "starttls"
-    user: str | None = None
-    password: str = field(default="", repr=False)
-    timeout: float = DEFAULT_TIMEOUT
-    pool: int = DEFAULT_POOL
-    helo: str | None = None
-    """The name given in EHLO; default: this machine's fully qualified name."""
-
-    def describe(self) -> str:
-        """The URL without the password, for messages and logs."""
-        user = f"{self.user}@" if self.user else ""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"smtp://{user}{host}:{self.port}?tls={self.tls}"
-
-
-_QUERY_KEYS = ("tls", "timeout", "pool", "helo")
-
-
-def parse_smtp_url(url: str) -> SmtpConfig:
-    """``smtp://user:pass@host:port?tls=starttls|ssl|none&timeout=30&pool=4&helo=NAME``.
-
-    The user and password are percent-decoded (write ``@`` as ``%40``); the port
-    defaults to 587, 465 or 25 after ``tls``; ``smtps://`` means ``tls=ssl``.
-    """
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    shown = _redact(url)
-
-    def fail(problem: str) -> ConfigError:
-        return ConfigError(f"{problem} in {shown!r}", key=CONFIG_KEY)
-
-    if scheme not in ("smtp", "smtps"):
-        raise fail("the scheme must be smtp:// or smtps://")
-    host = parts.hostname
-    if not host:
-        raise fail("no host name")
-    try:
-        port = parts.port
-    except ValueError:
-        raise fail(
-            "the port must be a number from 1 to 65535 (percent-encode '/', '?', '#' "
-            "and '@' in a password)"
-        ) from None
-    try:
-        query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
-    except ValueError:
-        raise fail("the query must look like '?tls=starttls&timeout=30'") from None
-    for key, values in query.items():
-        if key not in _QUERY_KEYS:
-            raise fail(f"unknown option {key!r} (known: {', '.join(_QUERY_KEYS)})")
-        if len(values) > 1:
-            raise fail(f"option {key!r} is given twice")
-    options = {key: values[0] for key, values in query.items()}
-
-    implied: TlsMode = "ssl" if scheme == "smtps" else "starttls"
-    tls = options.get("tls", implied).lower()
-    if tls not in DEFAULT_PORTS:
-        raise fail(f"tls must be starttls, ssl or none, not {tls!r}")
-    if scheme == "smtps" and tls != "ssl":
-        raise fail(f"smtps:// always uses tls=ssl, not tls={tls}")
-    mode: TlsMode = "ssl" if tls == "ssl" else "none" if tls == "none" else "starttls"
-
-    timeout = _number(options.get("timeout"), float, DEFAULT_TIMEOUT)
-    if timeout is None or not (math.isfinite(timeout) and timeout > 0):
-        raise fail(f"timeout must be a number of seconds above 0, not {options['timeout']!r}")
-    pool = _number(options.get("pool"), int, DEFAULT_POOL)
-    if not isinstance(pool, int) or not 1 <= pool <= 100:
-        raise fail(f"pool must be a whole number from 1 to 100, not {options['pool']!r}")
-    helo = options.get("helo") or None
-
-    user = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password else ""
-    if password and not user:
-        raise fail("a password is given without a user")
-    return SmtpConfig(
-        host=host,
-        port=port or DEFAULT_PORTS[mode],
-        tls=mode,
-        user=user,
-        password=password,
-        timeout=timeout,
-        pool=pool,
-        helo=helo,
-    )
-
-
-def _number(text: str | None, kind: type[int] | type[float], default: float) -> float | None:
-    if text is None:
-        return default
-    try:
-        return kind(text)
-    except ValueError:
-        return None
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return parts._replace(netloc=f"{user}:***@{hostport}").geturl()
 
 
 def _reply_text(reply: bytes | str) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -193,20 +192,3 @@ class Store:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
-
-
-@contextmanager
-def scratch_schema(base_url: str, *, prefix: str = "scratch") -> Iterator[str]:
-    """A PostgreSQL URL whose tables land in a new schema of their own, dropped on exit:
-    tests and benchmarks share one database without seeing each other's rows."""
-    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base_url)
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in base_url else "?"
-    try:
-        yield f"{base_url}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Connection
 
+from feedpub import urls
 from feedpub.config import Settings
 from feedpub.mail.message import build_confirmation_message
 from feedpub.mail.render import Recipient, render_confirmation
@@ -78,7 +79,7 @@ def link(settings: Settings, purpose: Purpose, subscriber: Subscriber, *, now: d
     """The signed ``confirm/``, ``unsubscribe/`` or ``preferences/`` URL of a subscriber."""
     token = make_token(settings.require_secret(), purpose, subscriber.id,
                        check=subscriber.token_key, now=now)
-    return f"{settings.web.url}{purpose.value}/{token}"
+    return urls.subscriber_url(settings.web.url, purpose.value, token)
 
 
 def _check_selection(settings: Settings, selection: Selection) -> None:
@@ -145,9 +146,8 @@ def send_confirmation(settings: Settings, confirmation: Confirmation, *, now: da
         recipient=Recipient(email=confirmation.email, confirm_url=confirmation.confirm_url),
         date=now,
     )
-    envelope_from = settings.mail.envelope_from or settings.mail.from_address
     with open_transport(settings.mail.transport) as transport:
-        transport.send(envelope_from, confirmation.email, message)
+        transport.send(settings.mail.return_path, confirmation.email, message)
 
 
 def subscriber_for(

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from feedpub import urls
 from feedpub.config import Settings
 from feedpub.errors import FeedpubError
 from feedpub.store import (
@@ -432,16 +433,18 @@ def create_app(
             if owned:
                 web.store.close()
 
+    path = urls.starlette_path
     routes = [
-        Route("/", web.home, methods=["GET"]),
-        Route("/subscribe", web.subscribe_get, methods=["GET"]),
-        Route("/subscribe", web.subscribe_post, methods=["POST"]),
-        Route("/confirm/{token}", web.confirm, methods=["GET"]),
-        Route("/unsubscribe/{token}", web.unsubscribe_get, methods=["GET"]),
-        Route("/unsubscribe/{token}", web.unsubscribe_post, methods=["POST"]),
-        Route("/preferences/{token}", web.preferences_get, methods=["GET"]),
-        Route("/preferences/{token}", web.preferences_post, methods=["POST"]),
-        Route("/healthz", web.healthz, methods=["GET"]),
+        Route(path("home"), web.home, methods=["GET"]),
+        Route(path("subscribe"), web.subscribe_get, methods=["GET"]),
+        Route(path("subscribe"), web.subscribe_post, methods=["POST"]),
+        Route(path("confirm"), web.confirm, methods=["GET"]),
+        Route(path("unsubscribe"), web.unsubscribe_get, methods=["GET"]),
+        Route(path("unsubscribe"), web.unsubscribe_post, methods=["POST"]),
+        Route(path("preferences"), web.preferences_get, methods=["GET"]),
+        Route(path("preferences"), web.preferences_post, methods=["POST"]),
+        Route(path("healthz"), web.healthz, methods=["GET"]),
+        # Everything else is a file of public/ (feeds, edition pages).
         Route("/{path:path}", web.public_file, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(BodyLimit)])

@@ -1,4 +1,4 @@
-"""The categories a subscriber can pick: those of the published posts, from the build cache."""
+"""The categories a subscriber can pick: those of the published posts, from the catalog."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 import threading
 from datetime import datetime, timedelta
 
-from feedpub.build import scan
+from feedpub.catalog import load_catalog
 from feedpub.config import Settings
 from feedpub.errors import FeedpubError
 
@@ -14,8 +14,8 @@ log = logging.getLogger(__name__)
 
 
 class SiteCategories:
-    """Scans the posts at most once per ``ttl`` (a scan reads the build cache and
-    renders only posts that changed since the last build)."""
+    """Scans the posts at most once per ``ttl`` (a scan reads the catalog's cache and
+    reads again only posts that changed since the last scan)."""
 
     def __init__(self, settings: Settings, *, ttl: timedelta = timedelta(minutes=5)) -> None:
         self.settings = settings
@@ -30,13 +30,12 @@ class SiteCategories:
             if self._at is not None and abs(now - self._at) < self.ttl:
                 return self._names
             try:
-                catalog = scan(self.settings, now)
+                catalog = load_catalog(self.settings, now)
             except FeedpubError as exc:
                 # The form still works without a picker; the owner sees why in the log.
                 log.error("cannot list categories for the subscribe form: %s", exc)
                 self._names, self._at = (), now
                 return ()
-            found = {name for ref in catalog.published for name in ref.categories}
-            self._names = tuple(sorted(found, key=lambda name: (name.casefold(), name)))
+            self._names = catalog.categories
             self._at = now
             return self._names

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import jinja2
 from starlette.background import BackgroundTask
 from starlette.responses import HTMLResponse
 
+from feedpub import templating, urls
 from feedpub.config import Settings
-from feedpub.errors import ConfigError
-from feedpub.mail.i18n import Language, site_language
+from feedpub.i18n import Language, site_language
 
-BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "web"
 PAGE_HEADERS: Mapping[str, str] = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -42,12 +39,13 @@ def feed_links(settings: Settings) -> tuple[FeedLink, ...]:
     """The site's feeds at their public URLs (the ones their ``self`` links name)."""
     site = settings.site
     known = {
-        "atom": ("Atom", "application/atom+xml", "atom.xml"),
-        "rss": ("RSS", "application/rss+xml", "rss.xml"),
-        "json": ("JSON Feed", "application/feed+json", "feed.json"),
+        "atom": ("Atom", "application/atom+xml"),
+        "rss": ("RSS", "application/rss+xml"),
+        "json": ("JSON Feed", "application/feed+json"),
     }
     return tuple(
-        FeedLink(f"{site.title} ({known[name][0]})", known[name][1], site.url + known[name][2])
+        FeedLink(f"{site.title} ({known[name][0]})", known[name][1],
+                 urls.feed_url(site.url, name))
         for name in settings.feed.formats
         if name in known
     )
@@ -61,28 +59,13 @@ class Pages:
         self.language: Language = site_language(
             settings.site.language, settings.site.tz, config_path=settings.config_path
         )
-        builtin = jinja2.FileSystemLoader(BUILTIN_TEMPLATES)
-        self.env = jinja2.Environment(
-            loader=jinja2.ChoiceLoader([
-                jinja2.FileSystemLoader(settings.templates_dir / "web"),
-                builtin,
-                jinja2.PrefixLoader({"feedpub": builtin}),
-            ]),
-            autoescape=True,
-            undefined=jinja2.StrictUndefined,
-            extensions=["jinja2.ext.i18n"],
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        self.env.install_gettext_translations(  # type: ignore[attr-defined]
-            self.language.translations, newstyle=True
-        )
+        self.env = templating.template_environment(settings, self.language, "web")
         self.globals: dict[str, Any] = {
             "site": settings.site,
             "lang": self.language.tag,
             "dir": self.language.direction,
             "feeds": feed_links(settings),
-            "subscribe_url": settings.web.url + "subscribe",
+            "subscribe_url": urls.url_for(settings.web.url, "subscribe"),
             "confirm_days": settings.web.confirm_days,
         }
 
@@ -90,13 +73,7 @@ class Pages:
         return self.language.gettext(message)
 
     def render(self, name: str, context: Mapping[str, Any]) -> str:
-        try:
-            return self.env.get_template(name).render({**self.globals, **context})
-        except jinja2.TemplateSyntaxError as exc:
-            raise ConfigError(f"template error: {exc.message}", path=exc.filename or name,
-                              line=exc.lineno) from None
-        except jinja2.TemplateNotFound as exc:
-            raise ConfigError(f"template not found: {exc.name}", path=name) from None
+        return templating.render_template(self.env, name, {**self.globals, **context})
 
     def response(
         self,

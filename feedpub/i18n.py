@@ -1,8 +1,12 @@
-"""The newsletter's language: gettext catalogs shipped in ``feedpub/locale``, Babel dates.
+"""The site's language, for mail and web alike: gettext catalogs shipped in
+``feedpub/locale``, Babel dates.
 
 Catalogs exist for ``en``, ``zh_Hant``, ``zh_Hans`` and ``ja``; any other
 language gets English words (and still its own date formats). See
 ``feedpub/locale/README.md`` to add a language or recompile the ``.mo`` files.
+
+Babel is imported when first needed, not with this module: the settings check
+the language tag at load, and importing them must stay cheap for build workers.
 """
 
 from __future__ import annotations
@@ -11,16 +15,15 @@ import gettext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
-
-from babel import Locale, UnknownLocaleError
-from babel.dates import format_date
-from babel.support import Translations
 
 from feedpub.errors import ConfigError
 
-LOCALE_DIR = Path(__file__).resolve().parent.parent / "locale"
+if TYPE_CHECKING:
+    from babel import Locale
+
+LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 DOMAIN = "feedpub"
 CATALOGS = ("en", "zh_Hant", "zh_Hans", "ja")
 TRADITIONAL_CHINESE_TERRITORIES = frozenset({"TW", "HK", "MO"})
@@ -30,6 +33,8 @@ Direction = Literal["ltr", "rtl"]
 
 def parse_locale(language: str) -> Locale:
     """``zh-TW``, ``zh_Hant``, ``ja``, ``en-US``… as a Babel locale."""
+    from babel import Locale, UnknownLocaleError
+
     try:
         return Locale.parse(language.replace("-", "_"))
     except (UnknownLocaleError, ValueError, TypeError) as exc:
@@ -49,6 +54,8 @@ def catalog_name(locale: Locale) -> str | None:
 
 
 def load_translations(locale: Locale) -> gettext.NullTranslations:
+    from babel.support import Translations
+
     name = catalog_name(locale)
     if name is None:
         return gettext.NullTranslations()
@@ -78,6 +85,8 @@ class Language:
     timezone: ZoneInfo
 
     def date(self, value: datetime, format: str = "long") -> str:
+        from babel.dates import format_date
+
         return format_date(value.astimezone(self.timezone).date(), format=format,
                            locale=self.locale)
 

@@ -1,0 +1,517 @@
+"""The read model of the site: every post scanned once, parsed once, cached.
+
+Every command asks the catalog and none scans ``content/`` on its own. A scan
+reads only the front matter of posts that changed since the last one (on every
+core); each post's Markdown is converted once, when its entry is first
+wanted, and that one conversion gives both the entry (feeds, email, pages) and
+what ``check`` looks at (the outline and the findings that depend on the post
+alone), so the two agree by construction.
+
+Everything is kept in a cache inside the site, keyed by the file's content and
+by everything else that changes the result (the site config, templates,
+feedpub's code and the versions of the libraries that render). A cache that
+cannot be read is rebuilt, never trusted. Only entries that are asked for are
+loaded back with their HTML, which keeps memory flat for large sites.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import multiprocessing
+import os
+import sqlite3
+from collections.abc import Callable, Collection, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from feedpub import __version__, content, entries, markup
+from feedpub import outline as outline_module
+from feedpub.config import Settings
+from feedpub.entries import Entry
+from feedpub.errors import ContentError, FeedpubError
+
+if TYPE_CHECKING:
+    from feedpub.lint import Finding, LintReport
+
+Progress = Callable[[int, int], None]
+"""Called with (done, total) while posts are read or rendered."""
+
+_PARALLEL_THRESHOLD = 64
+_CHUNK = 48
+_RENDERING_PACKAGES = ("markdown", "pymdown-extensions", "pygments", "nh3", "uniseg", "pyyaml")
+_CACHE_NAME = "catalog-v1.sqlite"
+
+
+@dataclass(frozen=True)
+class EntryRef:
+    """What choosing entries needs, without their HTML."""
+
+    id: str
+    url: str
+    slug: str
+    published: datetime
+    categories: tuple[str, ...]
+    source: str
+    """The post's path relative to the site folder, POSIX separators."""
+    draft: bool
+    lines: tuple[tuple[str, int], ...] = ()
+    """(front matter key, line) for the keys findings point at: slug, id, date, draft."""
+
+    def line_of(self, key: str) -> int | None:
+        return dict(self.lines).get(key)
+
+    def is_published(self, now: datetime) -> bool:
+        """The one publishing rule: not a draft, and dated at or before ``now``."""
+        return not self.draft and self.published <= now
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One post converted once: its entry, and what ``check`` needs from that parse."""
+
+    entry: Entry
+    outline: outline_module.Outline
+    findings: tuple[Finding, ...]
+    """Findings that depend on the post alone (not on ``now`` or on other files)."""
+
+
+@dataclass
+class Catalog:
+    """Every post of the site, sorted out for one ``now``."""
+
+    settings: Settings
+    now: datetime
+    published: list[EntryRef]
+    """Newest first."""
+    drafts: list[EntryRef]
+    future: list[EntryRef]
+    errors: list[ContentError]
+    """Posts that cannot be read or that clash with another (slug, id, permalink)."""
+    files: int
+    """Post files found, readable or not."""
+    read: int
+    """Posts read in this scan because they changed; the rest came from the cache."""
+    jobs: int | None = None
+    progress: Progress | None = None
+    rendered: int = 0
+    """Posts converted by :meth:`analyses` so far; the rest came from the cache."""
+    _analyses: dict[str, Analysis] = field(default_factory=dict, repr=False)
+
+    @property
+    def readable(self) -> list[EntryRef]:
+        """Every readable post: published, drafts and future ones."""
+        return [*self.published, *self.drafts, *self.future]
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """Every category of a published post, sorted without regard to case."""
+        found = {name for ref in self.published for name in ref.categories}
+        return tuple(sorted(found, key=lambda name: (name.casefold(), name)))
+
+    def load(self, refs: Iterable[EntryRef]) -> list[Entry]:
+        """The full entries for ``refs``, in the same order, converting those not cached."""
+        return [analysis.entry for analysis in self.analyses(refs)]
+
+    def analyses(self, refs: Iterable[EntryRef]) -> list[Analysis]:
+        """Each post's one conversion, in the order of ``refs``."""
+        wanted = [ref.source for ref in refs]
+        missing = [source for source in dict.fromkeys(wanted) if source not in self._analyses]
+        if missing:
+            self._fill(missing)
+        return [self._analyses[source] for source in wanted]
+
+    def lint(self, *, sources: Collection[str] | None = None) -> LintReport:
+        """What ``feedpub check`` reports: every finding for the site's posts, or for
+        those whose source file is in ``sources``.
+
+        Findings of a post alone come with its one conversion (cached with it);
+        those that depend on ``now`` or on other files are worked out here, and
+        each post the catalog rejects is an error with the catalog's own message.
+        """
+        from feedpub import lint
+
+        refs = [ref for ref in self.readable if sources is None or ref.source in sources]
+        exists = functools.cache(Path.exists)
+        findings: list[Finding] = []
+        for ref, analysis in zip(refs, self.analyses(refs), strict=True):
+            findings.extend(analysis.findings)
+            findings.extend(lint.context_findings(
+                ref, analysis.outline, settings=self.settings, now=self.now, exists=exists,
+            ))
+        for error in self.errors:
+            finding = lint.content_error_finding(error, self.settings)
+            if sources is None or finding.path in sources:
+                findings.append(finding)
+        posts = self.files if sources is None else len(sources)
+        return lint.LintReport(tuple(sorted(set(findings), key=lint.Finding.sort_key)), posts)
+
+    def _fill(self, sources: list[str]) -> None:
+        with closing(_open_cache(_cache_path(self.settings))) as db:
+            for start in range(0, len(sources), 500):
+                batch = sources[start : start + 500]
+                marks = ",".join("?" * len(batch))
+                rows = db.execute(
+                    f"SELECT relpath, entry, analysis FROM entries WHERE relpath IN ({marks})",
+                    batch,
+                )
+                for relpath, entry_json, analysis_json in rows:
+                    if entry_json is not None and analysis_json is not None:
+                        self._analyses[relpath] = _analysis_from_json(entry_json, analysis_json)
+            unconverted = [source for source in sources if source not in self._analyses]
+            paths = [self.settings.site_dir / source for source in unconverted]
+            for result in _run_chunks(
+                _convert_chunk, self.settings, paths, self.jobs, self.progress
+            ):
+                if isinstance(result, ContentError):
+                    # The file changed since the scan; the next run reads it again.
+                    raise result
+                entry_json, analysis_json = result
+                analysis = _analysis_from_json(entry_json, analysis_json)
+                db.execute(
+                    "UPDATE entries SET entry = ?, analysis = ? WHERE relpath = ?",
+                    (entry_json, analysis_json, analysis.entry.source),
+                )
+                self._analyses[analysis.entry.source] = analysis
+                self.rendered += 1
+            db.commit()
+
+
+def load_catalog(
+    settings: Settings, now: datetime, *, jobs: int | None = None,
+    progress: Progress | None = None,
+) -> Catalog:
+    """Scan the site: read the front matter of every post that changed since the last
+    scan, and sort all of them out for ``now``. Markdown is converted later, by
+    :meth:`Catalog.analyses`, for what is wanted."""
+    files = content.find_post_files(settings.posts_dir)
+    scan = _Scan(settings, render_fingerprint(settings))
+    with closing(_open_cache(_cache_path(settings))) as db:
+        changed = scan.unchanged(db, files)
+        scan.read(db, changed, jobs, progress)
+        db.commit()
+
+    refs, duplicates = _drop_duplicates(scan.refs)
+    errors = sorted([*scan.errors, *duplicates],
+                    key=lambda error: (str(error.path), error.line or 0))
+    published = sorted(
+        (ref for ref in refs if ref.is_published(now)),
+        key=lambda ref: (ref.published, ref.id),
+        reverse=True,
+    )
+    return Catalog(
+        settings=settings,
+        now=now,
+        published=published,
+        drafts=[ref for ref in refs if ref.draft],
+        future=[ref for ref in refs if not ref.draft and ref.published > now],
+        errors=errors,
+        files=len(files),
+        read=len(changed),
+        jobs=jobs,
+        progress=progress,
+    )
+
+
+@dataclass
+class _Scan:
+    """One scan against the cache: what is unchanged, and reading what is not."""
+
+    settings: Settings
+    fingerprint: str
+    refs: list[EntryRef] = field(default_factory=list)
+    errors: list[ContentError] = field(default_factory=list)
+
+    def unchanged(self, db: sqlite3.Connection, files: list[Path]) -> list[_Changed]:
+        """Take the refs of unchanged posts from the cache; return the others. Forgets
+        posts that are gone."""
+        cached = {
+            row[0]: row[1:]
+            for row in db.execute(
+                "SELECT relpath, size, mtime_ns, sha, fingerprint, ref FROM entries"
+            )
+        }
+        changed: list[_Changed] = []
+        # String slicing, not Path.relative_to: this loop is most of a rebuild's time.
+        prefix = len(str(self.settings.site_dir)) + 1
+        present: set[str] = set()
+        for path in files:
+            relpath = str(path)[prefix:].replace(os.sep, "/")
+            present.add(relpath)
+            stat = path.stat()
+            row = cached.get(relpath)
+            sha = None
+            if row is not None and row[3] == self.fingerprint:
+                if (row[0], row[1]) == (stat.st_size, stat.st_mtime_ns):
+                    self.refs.append(_ref_from_json(json.loads(row[4])))
+                    continue
+                sha = hashlib.sha256(path.read_bytes()).hexdigest()
+                if row[2] == sha:
+                    # Touched, not changed: remember the new stat, keep the parse.
+                    db.execute(
+                        "UPDATE entries SET size = ?, mtime_ns = ? WHERE relpath = ?",
+                        (stat.st_size, stat.st_mtime_ns, relpath),
+                    )
+                    self.refs.append(_ref_from_json(json.loads(row[4])))
+                    continue
+            sha = sha or hashlib.sha256(path.read_bytes()).hexdigest()
+            changed.append(_Changed(path, relpath, stat.st_size, stat.st_mtime_ns, sha))
+        gone = [relpath for relpath in cached if relpath not in present]
+        db.executemany("DELETE FROM entries WHERE relpath = ?", [(g,) for g in gone])
+        return changed
+
+    def read(self, db: sqlite3.Connection, changed: list[_Changed], jobs: int | None,
+             progress: Progress | None) -> None:
+        """Read the front matter of changed posts on every core and cache their refs."""
+        by_source = {item.relpath: item for item in changed}
+        paths = [item.path for item in changed]
+        for result in _run_chunks(_read_chunk, self.settings, paths, jobs, progress):
+            if isinstance(result, ContentError):
+                self.errors.append(result)
+                continue
+            ref = _ref_from_json(json.loads(result[0]))
+            item = by_source[ref.source]
+            db.execute(
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
+                (item.relpath, item.size, item.mtime_ns, item.sha, self.fingerprint, result[0]),
+            )
+            self.refs.append(ref)
+
+
+@dataclass(frozen=True)
+class _Changed:
+    path: Path
+    relpath: str
+    size: int
+    mtime_ns: int
+    sha: str
+
+
+def lint_site(
+    settings: Settings, now: datetime, *, jobs: int | None = None,
+    progress: Progress | None = None,
+) -> LintReport:
+    """What ``feedpub check`` does: scan the site and report every finding."""
+    return load_catalog(settings, now, jobs=jobs, progress=progress).lint()
+
+
+def render_fingerprint(settings: Settings) -> str:
+    """Changes whenever something other than a post's own text could change its entry
+    or its findings."""
+    from feedpub import lint
+
+    digest = hashlib.sha256()
+    digest.update(__version__.encode())
+    for module in (content, markup, outline_module, entries, lint):
+        if module.__file__:
+            digest.update(Path(module.__file__).read_bytes())
+    for package in _RENDERING_PACKAGES:
+        try:
+            digest.update(f"{package}={version(package)}".encode())
+        except PackageNotFoundError:
+            digest.update(package.encode())
+    digest.update(repr(settings.site).encode())
+    digest.update(repr(settings.mail.max_html_bytes).encode())
+    if settings.templates_dir.is_dir():
+        for path in sorted(settings.templates_dir.rglob("*")):
+            if path.is_file():
+                digest.update(path.relative_to(settings.templates_dir).as_posix().encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+# --- the cache ----------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    relpath TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    entry TEXT,
+    analysis TEXT
+)
+"""
+
+
+def _cache_path(settings: Settings) -> Path:
+    return settings.cache_dir / _CACHE_NAME
+
+
+def _open_cache(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=30)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(_SCHEMA)
+    except sqlite3.DatabaseError:
+        # A cache that cannot be read is rebuilt rather than trusted.
+        db.close()
+        path.unlink(missing_ok=True)
+        db = sqlite3.connect(path, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(_SCHEMA)
+    return db
+
+
+def _ref_to_json(ref: EntryRef) -> list[object]:
+    return [ref.id, ref.url, ref.slug, ref.published.isoformat(), list(ref.categories),
+            ref.source, ref.draft, [list(pair) for pair in ref.lines]]
+
+
+def _ref_from_json(data: list[Any]) -> EntryRef:
+    ident, url, slug, published, categories, source, draft, lines = data
+    return EntryRef(
+        str(ident), str(url), str(slug), datetime.fromisoformat(str(published)),
+        tuple(str(c) for c in categories), str(source), bool(draft),
+        tuple((str(key), int(line)) for key, line in lines),
+    )
+
+
+def _analysis_to_json(outline: outline_module.Outline, findings: Iterable[Finding]) -> str:
+    document = {
+        "outline": outline.to_json(),
+        "findings": [finding.to_json() for finding in findings],
+    }
+    return json.dumps(document, ensure_ascii=False)
+
+
+def _analysis_from_json(entry_json: str, analysis_json: str) -> Analysis:
+    from feedpub import lint
+
+    document = json.loads(analysis_json)
+    return Analysis(
+        entry=Entry.from_json(json.loads(entry_json)),
+        outline=outline_module.Outline.from_json(document["outline"]),
+        findings=tuple(lint.Finding.from_json(item) for item in document["findings"]),
+    )
+
+
+# --- duplicates ---------------------------------------------------------------------
+
+
+def _drop_duplicates(refs: list[EntryRef]) -> tuple[list[EntryRef], list[ContentError]]:
+    """The first post (by file name) keeps an id, permalink or slug; later ones are errors."""
+    kept: list[EntryRef] = []
+    errors: list[ContentError] = []
+    owners: dict[tuple[str, str], str] = {}
+    for ref in sorted(refs, key=lambda r: r.source):
+        # The slug first: an id made from the slug clashes whenever the slug does.
+        claims = [("slug", ref.slug.casefold()), ("permalink", ref.url), ("id", ref.id)]
+        clash = next(((what, value) for what, value in claims if (what, value) in owners), None)
+        if clash:
+            what, value = clash
+            key = "id" if what == "id" else "slug"
+            errors.append(
+                ContentError(
+                    f"{what} {value!r} is already used by {owners[clash]}; give one of them "
+                    f"its own {key}",
+                    path=ref.source,
+                    line=ref.line_of(key),
+                    key=key,
+                )
+            )
+            continue
+        for claim in claims:
+            owners[claim] = ref.source
+        kept.append(ref)
+    return kept, errors
+
+
+# --- work on every core ---------------------------------------------------------------
+
+_WorkerResult = tuple[str] | tuple[str, str] | tuple[str, str | None, int | None, str | None]
+"""Ref JSON; entry and analysis JSON; or an error's parts (exceptions with keyword
+arguments do not survive pickling)."""
+_Worker = Callable[[Settings, list[Path]], list[_WorkerResult]]
+_REF_KEYS = ("slug", "id", "date", "draft", "published")
+
+
+def _error_parts(error: FeedpubError, path: Path) -> _WorkerResult:
+    return (error.message, str(error.path or path), error.line, error.key)
+
+
+def _read_chunk(settings: Settings, paths: list[Path]) -> list[_WorkerResult]:
+    """Front matter only: what choosing entries needs."""
+    results: list[_WorkerResult] = []
+    for path in paths:
+        try:
+            post = content.read_post(path, site=settings.site, site_dir=settings.site_dir)
+        except FeedpubError as error:
+            results.append(_error_parts(error, path))
+            continue
+        lines = tuple((key, post.key_lines[key]) for key in _REF_KEYS if key in post.key_lines)
+        ref = EntryRef(
+            entries.entry_id(post, settings.site), entries.permalink(post, settings.site),
+            post.slug, post.date, post.categories, post.relpath, post.draft, lines,
+        )
+        results.append((json.dumps(_ref_to_json(ref), ensure_ascii=False),))
+    return results
+
+
+def _convert_chunk(settings: Settings, paths: list[Path]) -> list[_WorkerResult]:
+    """Each post converted once: its entry, its outline and its own findings."""
+    from feedpub import lint
+
+    results: list[_WorkerResult] = []
+    for path in paths:
+        try:
+            post = content.read_post(path, site=settings.site, site_dir=settings.site_dir)
+            entry, outline = entries.make_entry_with_outline(post, settings.site)
+        except FeedpubError as error:
+            results.append(_error_parts(error, path))
+            continue
+        findings = lint.post_findings(post, settings=settings, entry=entry, outline=outline)
+        results.append((
+            json.dumps(entry.to_json(), ensure_ascii=False),
+            _analysis_to_json(outline, findings),
+        ))
+    return results
+
+
+def _decode(result: _WorkerResult) -> list[str] | ContentError:
+    if len(result) <= 2:
+        return [str(part) for part in result]
+    message, path, line, key = result
+    return ContentError(str(message), path=path, line=line, key=key)
+
+
+def _run_chunks(
+    work: _Worker, settings: Settings, paths: list[Path], jobs: int | None,
+    progress: Progress | None,
+) -> Iterator[list[str] | ContentError]:
+    total = len(paths)
+    if not total:
+        return
+    jobs = jobs or os.cpu_count() or 1
+    chunks = [paths[i : i + _CHUNK] for i in range(0, total, _CHUNK)]
+    done = 0
+    if progress:
+        progress(0, total)
+    if jobs == 1 or total < _PARALLEL_THRESHOLD:
+        results: Iterable[list[_WorkerResult]] = (work(settings, c) for c in chunks)
+        for chunk_results in results:
+            for result in chunk_results:
+                yield _decode(result)
+            done += len(chunk_results)
+            if progress:
+                progress(done, total)
+        return
+    # forkserver: a build may run inside the scheduler, whose threads make fork unsafe.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["feedpub.catalog"])
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        for chunk_results in pool.map(work, [settings] * len(chunks), chunks):
+            for result in chunk_results:
+                yield _decode(result)
+            done += len(chunk_results)
+            if progress:
+                progress(done, total)

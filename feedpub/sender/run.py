@@ -1,0 +1,188 @@
+"""One :func:`~feedpub.sender.send_queued`: claims flow pending -> staged (built, being signed)
+-> in flight (a sending thread) -> unrecorded -> committed.
+
+The parts: the :class:`~feedpub.sender.leases.LeaseKeeper` holds the claims,
+:class:`Staging` builds their messages, the :class:`~feedpub.sender.pipeline.Pipeline`
+sends them within the crash bound, :class:`~feedpub.sender.policy.OutageWatch`
+and :class:`~feedpub.sender.policy.ResultPolicy` judge the outcomes, the
+:class:`~feedpub.sender.record.Recorder` commits them. :class:`Run` only turns
+the crank.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from feedpub.config import Settings
+from feedpub.errors import DeliveryError
+from feedpub.mail.transports import Transport
+from feedpub.sender.compose import Composer
+from feedpub.sender.leases import LeaseKeeper
+from feedpub.sender.options import Clock, Progress, SendOptions
+from feedpub.sender.pipeline import Job, Pipeline
+from feedpub.sender.policy import OutageWatch, Outcome, ResultPolicy, refused
+from feedpub.sender.rate import RateLimiter
+from feedpub.sender.record import Recorder
+from feedpub.sender.signing import Signing
+from feedpub.store import queue
+from feedpub.store.engine import Store
+
+
+class Staging:
+    """Builds the next messages (and starts signing them), in claim order, a few ahead of the
+    sending threads; a claim that needs no message becomes an outcome at once."""
+
+    def __init__(self, composer: Composer, signing: Signing, clock: Clock,
+                 lookahead: int) -> None:
+        self.composer = composer
+        self.signing = signing
+        self.clock = clock
+        self.lookahead = lookahead
+        self.pending: deque[queue.Claim] = deque()
+        self.staged: deque[Job] = deque()
+
+    def __len__(self) -> int:
+        return len(self.pending) + len(self.staged)
+
+    def stage(self) -> list[Outcome]:
+        """Stage up to ``lookahead`` messages; the outcomes of claims that cannot be sent."""
+        outcomes: list[Outcome] = []
+        chunk = self.signing.chunk
+        while self.pending and len(self.staged) + chunk <= self.lookahead:
+            built: list[tuple[queue.Claim, bytes, str]] = []
+            while self.pending and len(built) < chunk:
+                claim = self.pending.popleft()
+                reason = self.composer.skip_reason(claim)
+                if reason:
+                    outcomes.append(Outcome(claim, "skipped", self.clock(), reply=reason))
+                    continue
+                try:
+                    data, message_id = self.composer.message(claim)
+                except DeliveryError as error:  # an address no message can carry
+                    outcomes.append(Outcome(claim, "permanent", self.clock(), reply=str(error)))
+                    continue
+                built.append((claim, data, message_id))
+            if not built:
+                continue
+            finished = self.signing.start([data for _, data, _ in built])
+            self.staged.extend(Job(claim, message, message_id) for (claim, _, message_id),
+                               message in zip(built, finished, strict=True))
+        return outcomes
+
+
+class Courier:
+    """Sends one message, in a sending thread, when the rate limit gives it a turn."""
+
+    def __init__(self, transport: Transport, limiter: RateLimiter, envelope_from: str,
+                 clock: Clock) -> None:
+        self.transport = transport
+        self.limiter = limiter
+        self.envelope_from = envelope_from
+        self.clock = clock
+
+    def send(self, job: Job) -> Outcome:
+        claim = job.claim
+        message = job.message()
+        if not self.limiter.wait_turn():
+            return Outcome(claim, "untried", self.clock())
+        try:
+            result = self.transport.send(self.envelope_from, claim.email, message)
+        except DeliveryError as error:
+            return refused(claim, error, self.clock())
+        return Outcome(claim, "sent", self.clock(), reply=f"{result.code} {result.reply}",
+                       message_id=job.message_id)
+
+
+class Run:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        transport: Transport,
+        *,
+        clock: Clock,
+        stop: threading.Event,
+        newsletter: str | None,
+        options: SendOptions,
+        progress: Progress | None,
+        worker: str,
+        wall: Callable[[], float],
+        signing: Signing,
+        total: int,
+    ) -> None:
+        self.stop = stop
+        self.options = options
+        self.progress = progress
+        self.total = total
+        rate = settings.mail.rate_limit
+        claim_limit = options.batch_size
+        if rate:
+            claim_limit = max(options.concurrency * 2, min(claim_limit, int(rate * 10)))
+        self.leases = LeaseKeeper(store, worker=worker, clock=clock, lease=options.lease,
+                                  newsletter=newsletter, limit=claim_limit)
+        # Messages built ahead of the sending threads; with a pool, enough to keep it busy.
+        self.staging = Staging(Composer(settings, store, clock, signing.signer), signing, clock,
+                               lookahead=options.concurrency + signing.ahead)
+        limiter = RateLimiter(store, rate, stop=stop, chunk=options.concurrency, wall=wall)
+        self.courier = Courier(transport, limiter, settings.mail.return_path, clock)
+        self.recorder = Recorder(store, ResultPolicy(options), self.leases)
+        self.pipeline = Pipeline(options.concurrency, options.commit_delay, self.recorder.commit)
+        self.watch = OutageWatch(options.outage_after)
+        self.exhausted = False
+        self.done = 0
+
+    @property
+    def running(self) -> bool:
+        return not self.stop.is_set() and self.watch.outage is None
+
+    def loop(self) -> None:
+        pipeline = self.pipeline
+        try:
+            with ThreadPoolExecutor(max_workers=self.options.concurrency,
+                                    thread_name_prefix="feedpub-send") as threads:
+                while True:
+                    if self.running:
+                        self.claim_more()
+                        self.take(self.staging.stage())
+                        pipeline.dispatch(self.staging.staged,
+                                          lambda job: threads.submit(self.courier.send, job))
+                    if not pipeline.inflight:
+                        if pipeline.unrecorded:
+                            pipeline.commit()
+                            continue
+                        break
+                    self.collect()
+                    pipeline.commit_if_due()
+                    self.leases.renew_if_due()
+        finally:
+            # After an error, the results that came in; after a stop, no outage, the last
+            # server failures: recorded. The claims nobody got to: given back.
+            self.take(pipeline.salvage())
+            pipeline.hold(self.watch.settle())
+            pipeline.commit()
+            self.leases.give_back_all()
+
+    def claim_more(self) -> None:
+        if self.exhausted or len(self.staging.pending) >= self.staging.lookahead:
+            return
+        claimed = self.leases.claim()
+        self.exhausted = not claimed
+        self.staging.pending.extend(claimed)
+
+    def collect(self) -> None:
+        outcomes = self.pipeline.collect()
+        if not outcomes:
+            return
+        self.take(outcomes)
+        self.done += len(outcomes)
+        if self.progress:
+            self.progress(self.done, max(self.total, self.done + len(self.staging)
+                                         + len(self.pipeline.inflight)))
+
+    def take(self, outcomes: list[Outcome]) -> None:
+        record, put_back = self.watch.sort(outcomes)
+        self.pipeline.hold(record)
+        self.leases.give_back(put_back)

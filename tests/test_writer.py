@@ -1,0 +1,83 @@
+"""The writer: the only code that puts files in public/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from feedpub import writer
+from feedpub.errors import FeedpubError
+from feedpub.writer import Output
+
+
+def test_atomic_write_replaces_and_leaves_identical_bytes_untouched(tmp_path: Path) -> None:
+    target = tmp_path / "deep" / "feed.xml"
+
+    assert writer.atomic_write(target, b"one") is True
+    assert target.read_bytes() == b"one"
+    assert target.stat().st_mode & 0o777 == 0o644
+    target.chmod(0o640)
+    before = target.stat().st_mtime_ns
+    assert writer.atomic_write(target, b"one") is False
+    assert target.stat().st_mtime_ns == before
+    assert writer.atomic_write(target, b"two") is True
+    assert target.read_bytes() == b"two"
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in target.parent.iterdir()) == ["feed.xml"]
+
+
+def test_atomic_write_into_a_file_names_the_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "public"
+    blocker.write_text("not a folder", encoding="utf-8")
+
+    with pytest.raises(FeedpubError) as caught:
+        writer.atomic_write(blocker / "atom.xml", b"x")
+    assert caught.value.path == blocker / "atom.xml"
+
+
+def test_write_outputs_returns_only_what_changed(tmp_path: Path) -> None:
+    public = tmp_path / "public"
+    outputs = [Output("atom.xml", b"a"), Output("editions/weekly/1.html", b"<p>1</p>")]
+
+    assert writer.write_outputs(public, outputs) == [
+        public / "atom.xml", public / "editions" / "weekly" / "1.html"
+    ]
+    assert writer.write_outputs(public, outputs) == []
+    changed = [Output("atom.xml", b"b"), outputs[1]]
+    assert writer.write_outputs(public, changed) == [public / "atom.xml"]
+
+
+def test_a_blocked_path_fails_the_whole_set_before_anything_is_written(tmp_path: Path) -> None:
+    public = tmp_path / "public"
+    (public / "rss.xml").mkdir(parents=True)
+
+    with pytest.raises(FeedpubError) as caught:
+        writer.write_outputs(public, [Output("atom.xml", b"a"), Output("rss.xml", b"r")])
+
+    assert caught.value.path == public / "rss.xml"
+    assert not (public / "atom.xml").exists()
+
+
+@pytest.mark.parametrize("relpath", ["../secret", "/etc/passwd", "a/../../b", ""])
+def test_paths_that_leave_public_are_refused(tmp_path: Path, relpath: str) -> None:
+    with pytest.raises(FeedpubError, match="not a path inside public"):
+        writer.write_outputs(tmp_path / "public", [Output(relpath, b"x")])
+    assert not (tmp_path / "secret").exists()
+
+
+def test_prune_removes_only_owned_files_of_folders_no_longer_kept(tmp_path: Path) -> None:
+    folder = tmp_path / "categories"
+    for name in ("old", "kept", "mine"):
+        (folder / name).mkdir(parents=True)
+    (folder / "old" / "atom.xml").write_bytes(b"stale")
+    (folder / "kept" / "atom.xml").write_bytes(b"fresh")
+    (folder / "kept" / "rss.xml").write_bytes(b"format dropped")
+    (folder / "mine" / "notes.txt").write_text("a person's file", encoding="utf-8")
+
+    writer.prune(folder, keep={"kept"}, owned=("atom.xml", "rss.xml"), wanted={"atom.xml"})
+
+    assert not (folder / "old").exists()
+    assert (folder / "kept" / "atom.xml").exists()
+    assert not (folder / "kept" / "rss.xml").exists()
+    assert (folder / "mine" / "notes.txt").exists()
