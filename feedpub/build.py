@@ -1,22 +1,28 @@
-"""The build: the catalog's entries -> feeds -> the writer, into ``public/``.
+"""The build: the catalog's entries -> feeds and pages -> the writer, into ``public/``.
 
-Only the entries a feed shows are converted (through the catalog's cache, on
-every core), and every feed is rendered before any is written, so a failure
-leaves the old set whole. An unchanged rebuild writes nothing.
+Feeds need only the entries they show; with ``[pages]`` on, every published post
+gets a page too, and the files beside posts (``static/``, ``content/images/``,
+page bundles) are copied where their links resolve. Entries are converted
+through the catalog's cache, on every core; pages are rendered only when what
+they are made from changed (:class:`feedpub.writer.Manifest`), and every file is
+rendered before any is written, so a failure leaves the old set whole. An
+unchanged rebuild renders and writes nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import unquote
 
-from feedpub import entries, feeds, urls, writer
+from feedpub import assets, entries, feeds, mathml, pages, urls, writer
 from feedpub.catalog import Catalog, EntryRef, Progress, load_catalog
 from feedpub.config import Settings
 from feedpub.entries import Entry
 from feedpub.errors import ContentError
+from feedpub.pages import EditionLink
 
 
 @dataclass(frozen=True)
@@ -33,16 +39,23 @@ class BuildReport:
 
 def build(
     settings: Settings, now: datetime, *, jobs: int | None = None, progress: Progress | None = None,
-    catalog: Catalog | None = None,
+    catalog: Catalog | None = None, editions: Mapping[str, Sequence[EditionLink]] | None = None,
 ) -> BuildReport:
-    """Render what changed and write every feed into ``public/``.
+    """Render what changed and write every feed (and, with ``[pages]`` on, every page and
+    asset) into ``public/``.
 
-    ``catalog`` is the site as already scanned for ``now`` (else it is scanned here).
+    ``catalog`` is the site as already scanned for ``now`` (else it is scanned here);
+    ``editions`` lists each newsletter's editions for its page (else they are read
+    from the store, if there is one).
     """
     if catalog is None:
         catalog = load_catalog(settings, now, jobs=jobs, progress=progress)
     shown = feed_selection(catalog.published, settings.feed.limit)
     written = write_feeds(catalog.load(shown), settings)
+    if settings.pages.enabled:
+        if editions is None:
+            editions = stored_editions(settings)
+        written += write_pages(catalog, settings, editions=editions)
     return BuildReport(
         written=written,
         posts=catalog.files,
@@ -63,6 +76,72 @@ def write_feeds(published: Sequence[Entry], settings: Settings) -> list[Path]:
         owned=feeds.CATEGORY_FILES, wanted=feed_set.category_files,
     )
     return written
+
+
+def write_pages(
+    catalog: Catalog, settings: Settings, *, editions: Mapping[str, Sequence[EditionLink]]
+) -> list[Path]:
+    """Every page and asset of the site into ``public/``: only those whose inputs changed
+    are rendered or copied; those of posts that are gone are removed. Returns the files
+    whose bytes changed."""
+    planned = pages.plan_pages(settings, catalog.published, editions=editions)
+    found = _assets(catalog, settings)
+    public = settings.public_dir
+    with writer.Manifest.open(public, settings.cache_dir) as manifest:
+        stale = [page for page in planned if not manifest.is_current(page.relpath, page.key)]
+        copies = [
+            (asset, key) for asset in found
+            if not manifest.is_current(asset.relpath, key := _asset_key(asset))
+        ]
+        needed = {source for page in stale for source in page.sources}
+        loaded = catalog.load(ref for ref in catalog.published if ref.source in needed)
+        by_source = {entry.source: entry for entry in loaded}
+        outputs = [writer.Output(page.relpath, page.render(by_source)) for page in stale]
+        outputs += [writer.Output(asset.relpath, asset.source) for asset, _ in copies]
+        # The images email shows for math (pages show MathML), for the posts just rendered.
+        outputs += mathml.math_images(loaded, exists=lambda relpath: (public / relpath).exists())
+        written = writer.write_outputs(public, outputs)
+        for page in stale:
+            manifest.record(page.relpath, page.key)
+        for asset, key in copies:
+            manifest.record(asset.relpath, key)
+        manifest.remove_others({page.relpath for page in planned} | {a.relpath for a in found})
+    return written
+
+
+def stored_editions(settings: Settings) -> dict[str, list[EditionLink]]:
+    """Each newsletter's editions with a web page, from the store; none without one."""
+    from feedpub.store import open_existing_store
+    from feedpub.store.editions import web_editions
+
+    store = open_existing_store(settings.database.url)
+    if store is None:
+        return {}
+    try:
+        with store.read() as conn:
+            return {
+                newsletter.name: [
+                    EditionLink(subject, created_at, unquote(web_path))
+                    for subject, created_at, web_path in web_editions(conn, newsletter.name)
+                ]
+                for newsletter in settings.newsletters
+            }
+    finally:
+        store.close()
+
+
+def _assets(catalog: Catalog, settings: Settings) -> list[assets.Asset]:
+    layout = assets.SiteLayout(settings.site_dir, settings.site.url)
+    site_url = settings.site.url
+    bundles = assets.bundle_folders(
+        layout, [(ref.source, ref.url[len(site_url):]) for ref in catalog.published]
+    )
+    return assets.find_assets(layout, settings.posts_dir, bundles)
+
+
+def _asset_key(asset: assets.Asset) -> str:
+    stat = asset.source.stat()
+    return f"{asset.source}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def feed_selection(published: Sequence[EntryRef], limit: int) -> list[EntryRef]:

@@ -16,6 +16,7 @@ loaded back with their HTML, which keeps memory flat for large sites.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -31,7 +32,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from feedpub import __version__, content, entries, markup
+from feedpub import __version__, assets, content, entries, markup
 from feedpub import outline as outline_module
 from feedpub.config import Settings
 from feedpub.entries import Entry
@@ -46,7 +47,7 @@ Progress = Callable[[int, int], None]
 _PARALLEL_THRESHOLD = 64
 _CHUNK = 48
 _RENDERING_PACKAGES = ("markdown", "pymdown-extensions", "pygments", "nh3", "uniseg", "pyyaml")
-_CACHE_NAME = "catalog-v1.sqlite"
+_CACHE_NAME = "catalog-v2.sqlite"
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,10 @@ class EntryRef:
     draft: bool
     lines: tuple[tuple[str, int], ...] = ()
     """(front matter key, line) for the keys findings point at: slug, id, date, draft."""
+    title: str = ""
+    """Plain text, one line (as the entry has it)."""
+    digest: str = ""
+    """The SHA-256 of the post's file: changes whenever its entry could."""
 
     def line_of(self, key: str) -> int | None:
         return dict(self.lines).get(key)
@@ -277,9 +282,11 @@ class _Scan:
                 continue
             ref = _ref_from_json(json.loads(result[0]))
             item = by_source[ref.source]
+            ref = dataclasses.replace(ref, digest=item.sha)
             db.execute(
                 "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
-                (item.relpath, item.size, item.mtime_ns, item.sha, self.fingerprint, result[0]),
+                (item.relpath, item.size, item.mtime_ns, item.sha, self.fingerprint,
+                 json.dumps(_ref_to_json(ref), ensure_ascii=False)),
             )
             self.refs.append(ref)
 
@@ -308,7 +315,7 @@ def render_fingerprint(settings: Settings) -> str:
 
     digest = hashlib.sha256()
     digest.update(__version__.encode())
-    for module in (content, markup, outline_module, entries, lint):
+    for module in (content, markup, outline_module, assets, entries, lint):
         if module.__file__:
             digest.update(Path(module.__file__).read_bytes())
     for package in _RENDERING_PACKAGES:
@@ -346,6 +353,11 @@ def _cache_path(settings: Settings) -> Path:
     return settings.cache_dir / _CACHE_NAME
 
 
+def catalog_cache_path(settings: Settings) -> Path:
+    """The catalog's cache (SQLite, WAL mode): it changes whenever a scan finds changes."""
+    return _cache_path(settings)
+
+
 def _open_cache(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, timeout=30)
@@ -364,15 +376,15 @@ def _open_cache(path: Path) -> sqlite3.Connection:
 
 def _ref_to_json(ref: EntryRef) -> list[object]:
     return [ref.id, ref.url, ref.slug, ref.published.isoformat(), list(ref.categories),
-            ref.source, ref.draft, [list(pair) for pair in ref.lines]]
+            ref.source, ref.draft, [list(pair) for pair in ref.lines], ref.title, ref.digest]
 
 
 def _ref_from_json(data: list[Any]) -> EntryRef:
-    ident, url, slug, published, categories, source, draft, lines = data
+    ident, url, slug, published, categories, source, draft, lines, title, digest = data
     return EntryRef(
         str(ident), str(url), str(slug), datetime.fromisoformat(str(published)),
         tuple(str(c) for c in categories), str(source), bool(draft),
-        tuple((str(key), int(line)) for key, line in lines),
+        tuple((str(key), int(line)) for key, line in lines), str(title), str(digest),
     )
 
 
@@ -399,20 +411,27 @@ def _analysis_from_json(entry_json: str, analysis_json: str) -> Analysis:
 
 
 def _drop_duplicates(refs: list[EntryRef]) -> tuple[list[EntryRef], list[ContentError]]:
-    """The first post (by file name) keeps an id, permalink or slug; later ones are errors."""
+    """The first post (by file name) keeps a permalink or an id; later ones are errors.
+
+    Only what must be unique is claimed: the permalink (it names the page and the
+    files written for the post) and the id. Two posts may share a slug
+    (``2023-12-31-year-in-review.md``, ``2024-12-31-year-in-review.md``) as long as
+    the permalinks keep them apart."""
     kept: list[EntryRef] = []
     errors: list[ContentError] = []
     owners: dict[tuple[str, str], str] = {}
     for ref in sorted(refs, key=lambda r: r.source):
-        # The slug first: an id made from the slug clashes whenever the slug does.
-        claims = [("slug", ref.slug.casefold()), ("permalink", ref.url), ("id", ref.id)]
+        # The permalink first: its slug is what the writer of a clashing post changes.
+        # Without regard to case: the files written for it may be on a disk that has none.
+        claims = [("permalink", ref.url.casefold()), ("id", ref.id)]
         clash = next(((what, value) for what, value in claims if (what, value) in owners), None)
         if clash:
-            what, value = clash
+            what = clash[0]
             key = "id" if what == "id" else "slug"
+            shown = ref.id if what == "id" else ref.url
             errors.append(
                 ContentError(
-                    f"{what} {value!r} is already used by {owners[clash]}; give one of them "
+                    f"{what} {shown!r} is already used by {owners[clash]}; give one of them "
                     f"its own {key}",
                     path=ref.source,
                     line=ref.line_of(key),
@@ -452,6 +471,7 @@ def _read_chunk(settings: Settings, paths: list[Path]) -> list[_WorkerResult]:
         ref = EntryRef(
             entries.entry_id(post, settings.site), entries.permalink(post, settings.site),
             post.slug, post.date, post.categories, post.relpath, post.draft, lines,
+            entries.plain_title(post),
         )
         results.append((json.dumps(_ref_to_json(ref), ensure_ascii=False),))
     return results

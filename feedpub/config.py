@@ -30,6 +30,7 @@ SECRET_FILE_NAME = ".feedpub-secret"
 FEED_FORMATS = ("atom", "rss", "json")
 DATABASE_URL_VARIABLE = "FEEDPUB_DATABASE_URL"
 MAIL_TRANSPORT_VARIABLE = "FEEDPUB_MAIL_TRANSPORT"
+ADMIN_PASSWORD_HASH_VARIABLE = "FEEDPUB_ADMIN_PASSWORD_HASH"
 LANGUAGE_EXAMPLES = "en, de, pt-BR, zh-TW, zh-CN or ja"
 
 
@@ -255,6 +256,16 @@ class MailConfig:
     postal_address: str = ""
     max_html_bytes: int = 102_000
     dkim: DkimConfig | None = None
+    verp_domain: str | None = None
+    """Set it to give each message its own return path, ``bounces+TOKEN@verp_domain``,
+    so that a bounce names its delivery (the domain must deliver that mail to feedpub)."""
+    verp_local_part: str = "bounces"
+    soft_bounce_limit: int = 3
+    """This many soft bounces within ``soft_bounce_days`` mark a subscriber bounced."""
+    soft_bounce_days: int = 14
+    allow_local_addresses: bool = False
+    """Accept subscribers at a local domain (``root@localhost``, ``ada@mailhost``),
+    e.g. to try feedpub against a local mail server."""
 
     @property
     def from_email(self) -> str:
@@ -270,6 +281,42 @@ class MailConfig:
         else the From address."""
         return self.envelope_from or self.from_address
 
+    def verp_address(self, token: str) -> str | None:
+        """The return path of one message (``bounces+TOKEN@domain``); None without VERP."""
+        if not self.verp_domain:
+            return None
+        return f"{self.verp_local_part}+{token}@{self.verp_domain}"
+
+
+ImapTls = Literal["ssl", "starttls", "none"]
+AfterFetch = Literal["keep", "delete", "move"]
+
+
+@dataclass(frozen=True)
+class BouncesConfig:
+    """Where bounce and complaint reports are fetched from, and who may post them."""
+
+    imap_host: str | None = None
+    """The bounce mailbox's IMAP server; None: ``bounces fetch`` has nothing to read."""
+    imap_port: int = 993
+    imap_tls: ImapTls = "ssl"
+    imap_user: str = ""
+    imap_password_env: str = "FEEDPUB_IMAP_PASSWORD"
+    """The environment variable that holds the IMAP password (never the file)."""
+    imap_folder: str = "INBOX"
+    after: AfterFetch = "keep"
+    """What happens to a handled message: keep it (marked seen), delete it, move it."""
+    move_to: str = "feedpub-handled"
+    fetch_minutes: int = 10
+    """How often ``feedpub schedule`` runs ``bounces fetch`` (when ``imap_host`` is set)."""
+    ses_topic_arns: tuple[str, ...] = ()
+    """The SNS topics whose SES notifications the webhook accepts; none: refused."""
+    postmark_token_env: str = "FEEDPUB_POSTMARK_WEBHOOK_TOKEN"
+    mailgun_signing_key_env: str = "FEEDPUB_MAILGUN_SIGNING_KEY"
+    sendgrid_public_key_env: str = "FEEDPUB_SENDGRID_PUBLIC_KEY"
+    webhook_max_age_seconds: int = 300
+    """A signed webhook older than this (by its own timestamp) is refused as a replay."""
+
 
 @dataclass(frozen=True)
 class DatabaseConfig:
@@ -282,6 +329,48 @@ class WebConfig:
     """Where ``feedpub serve`` is reachable from subscribers; links in email point here.
     Defaults to the site's URL."""
     confirm_days: int = 7
+    embed_origins: tuple[str, ...] = ()
+    """Other sites (``https://blog.example``) whose pages may carry the subscribe form
+    that ``feedpub embed`` prints."""
+
+
+@dataclass(frozen=True)
+class PagesConfig:
+    enabled: bool = True
+    """False: another tool (Jekyll, Hugo) makes the site's pages; feedpub writes the
+    feeds and edition pages only."""
+    home_limit: int = 10
+    """Posts shown on the home page (the archive lists them all)."""
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """What one post may ask of a build; a post beyond a limit is reported and left out,
+    and the rest of the site is built and sent."""
+
+    post_bytes: int = 1_000_000
+    """The largest post file, in bytes (ten times a book chapter)."""
+    nesting: int = 32
+    """The deepest nesting of lists, quotes or brackets a post may have; also bounds
+    runs of ``*``/``_`` (four per level)."""
+    render_seconds: float = 10.0
+    """The longest one post's Markdown may take to convert."""
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The operator's dashboard at ``/admin`` of ``feedpub serve``."""
+
+    password_hash: str | None = None
+    """An Argon2 hash made by ``feedpub admin set-password``; None: the dashboard is off."""
+    user: str = "admin"
+    """The name to log in with."""
+    session_hours: int = 12
+    """A login lasts this long."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.password_hash)
 
 
 @dataclass(frozen=True)
@@ -318,6 +407,10 @@ class Settings:
     scheduler: SchedulerConfig
     newsletters: tuple[NewsletterConfig, ...]
     secret: str | None = None
+    bounces: BouncesConfig = BouncesConfig()
+    pages: PagesConfig = PagesConfig()
+    admin: AdminConfig = AdminConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     @property
     def content_dir(self) -> Path:
@@ -374,6 +467,10 @@ _TABLES: dict[str, type[Any]] = {
     "web": WebConfig,
     "scheduler": SchedulerConfig,
     "newsletter": NewsletterConfig,
+    "bounces": BouncesConfig,
+    "pages": PagesConfig,
+    "admin": AdminConfig,
+    "limits": LimitsConfig,
 }
 """Each table of feedpub.toml and the dataclass whose fields are its keys."""
 _ARRAYS_OF_TABLES = frozenset({"newsletter"})
@@ -728,6 +825,10 @@ def parse_settings(
         scheduler=_read_scheduler(r, data),
         newsletters=_read_newsletters(r, data, site_config, feed_config),
         secret=_read_secret(site_dir, env),
+        bounces=_read_bounces(r, data),
+        pages=_read_pages(r, data),
+        admin=_read_admin(r, data, env),
+        limits=_read_limits(r, data),
     )
 
 
@@ -804,6 +905,66 @@ def _read_mail(
         postal_address=mail.string("postal_address"),
         max_html_bytes=mail.integer("max_html_bytes", minimum=10_000),
         dkim=dkim,
+        verp_domain=_verp_domain(mail),
+        verp_local_part=_verp_local_part(mail),
+        soft_bounce_limit=mail.integer("soft_bounce_limit", minimum=1),
+        soft_bounce_days=mail.integer("soft_bounce_days", minimum=1),
+        allow_local_addresses=mail.boolean("allow_local_addresses"),
+    )
+
+
+def _verp_domain(mail: _Table) -> str | None:
+    domain = mail.optional_string("verp_domain")
+    if domain is not None and not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?",
+                                               domain):
+        raise mail.error("verp_domain", f"must be a domain such as 'bounces.example.com', "
+                                        f"not {domain!r}")
+    return domain
+
+
+def _verp_local_part(mail: _Table) -> str:
+    local = mail.string("verp_local_part")
+    # A token of up to 30 characters follows "+": the local part must stay within 64.
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,32}", local):
+        raise mail.error("verp_local_part", f"must be 1 to 32 letters, digits, '.', '_' or "
+                                            f"'-', not {local!r}")
+    return local
+
+
+def _choice(table: _Table, name: str, allowed: tuple[str, ...]) -> Any:
+    value = table.string(name)
+    if value not in allowed:
+        raise table.error(name, f"must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def _env_name(table: _Table, name: str) -> str:
+    value = table.string(name)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise table.error(name, f"must name an environment variable, not {value!r}")
+    return value
+
+
+def _read_bounces(r: _Reader, data: Mapping[str, Any]) -> BouncesConfig:
+    bounces = r.table(data, "bounces")
+    port = bounces.integer("imap_port", minimum=1)
+    if port > 65535:
+        raise bounces.error("imap_port", f"must be at most 65535, not {port}")
+    return BouncesConfig(
+        imap_host=bounces.optional_string("imap_host") or None,
+        imap_port=port,
+        imap_tls=_choice(bounces, "imap_tls", ("ssl", "starttls", "none")),
+        imap_user=bounces.string("imap_user"),
+        imap_password_env=_env_name(bounces, "imap_password_env"),
+        imap_folder=bounces.string("imap_folder"),
+        after=_choice(bounces, "after", ("keep", "delete", "move")),
+        move_to=bounces.string("move_to"),
+        fetch_minutes=bounces.integer("fetch_minutes", minimum=1),
+        ses_topic_arns=bounces.strings("ses_topic_arns"),
+        postmark_token_env=_env_name(bounces, "postmark_token_env"),
+        mailgun_signing_key_env=_env_name(bounces, "mailgun_signing_key_env"),
+        sendgrid_public_key_env=_env_name(bounces, "sendgrid_public_key_env"),
+        webhook_max_age_seconds=bounces.integer("webhook_max_age_seconds", minimum=1),
     )
 
 
@@ -822,10 +983,50 @@ def _read_database(
 
 def _read_web(r: _Reader, data: Mapping[str, Any], site: SiteConfig) -> WebConfig:
     web = r.table(data, "web")
+    origins = web.strings("embed_origins")
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise web.error("embed_origins", f"{origin!r} is not an origin such as "
+                            "https://blog.example (scheme and host, no path)")
     return WebConfig(
         url=_absolute_url(web, "url", site.url),
         confirm_days=web.integer("confirm_days", minimum=1),
+        embed_origins=tuple(origin.rstrip("/") for origin in origins),
     )
+
+
+def _read_pages(r: _Reader, data: Mapping[str, Any]) -> PagesConfig:
+    pages = r.table(data, "pages")
+    return PagesConfig(
+        enabled=pages.boolean("enabled"),
+        home_limit=pages.integer("home_limit", minimum=1),
+    )
+
+
+def _read_limits(r: _Reader, data: Mapping[str, Any]) -> LimitsConfig:
+    limits = r.table(data, "limits")
+    render_seconds = limits.number("render_seconds")
+    if render_seconds <= 0:
+        raise limits.error("render_seconds", "must be more than 0")
+    return LimitsConfig(
+        post_bytes=limits.integer("post_bytes", minimum=1000),
+        nesting=limits.integer("nesting", minimum=4),
+        render_seconds=render_seconds,
+    )
+
+
+def _read_admin(r: _Reader, data: Mapping[str, Any], env: Mapping[str, str]) -> AdminConfig:
+    admin = r.table(data, "admin")
+    password_hash, blame = _overridable(admin, env, ADMIN_PASSWORD_HASH_VARIABLE,
+                                        "password_hash")
+    if password_hash and not password_hash.startswith("$argon2"):
+        raise blame("must be an Argon2 hash made by `feedpub admin set-password`")
+    user = admin.string("user").strip()
+    if not user:
+        raise admin.error("user", "must not be empty")
+    return AdminConfig(password_hash=password_hash or None, user=user,
+                       session_hours=admin.integer("session_hours", minimum=1))
 
 
 def _read_scheduler(r: _Reader, data: Mapping[str, Any]) -> SchedulerConfig:

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from feedpub.config import SiteConfig, toml_error
+from feedpub.config import LimitsConfig, SiteConfig, toml_error
 from feedpub.errors import ContentError
 
 POST_SUFFIXES = (".md", ".markdown")
@@ -84,6 +84,93 @@ def find_post_files(posts_dir: Path) -> list[Path]:
     return [Path(p) for p in sorted(found, key=lambda p: p.replace(os.sep, "\0"))]
 
 
+def check_inside(path: Path, site_dir: Path, relpath: str) -> None:
+    """Refuse a post whose file is outside the site once symbolic links are followed."""
+    real = os.path.realpath(path)
+    real_site = os.path.realpath(site_dir)
+    if os.path.commonpath([real, real_site]) != real_site:
+        raise ContentError(
+            "is a symbolic link to a file outside the site; posts are read only from "
+            "inside the site folder: copy the file in instead",
+            path=relpath,
+        )
+
+
+# ---------------------------------------------------------------- limits
+
+_FENCE = re.compile(r"[ \t]*(?:>[ \t]?)*(`{3,}|~{3,})")
+_CONTAINER = re.compile(r"[ \t]*(?:>|[-*+][ \t]|[-*+]$|\d{1,9}[.)](?:[ \t]|$))")
+_EMPHASIS_RUN = re.compile(r"[*_]+")
+_THEMATIC_BREAK = re.compile(r"[ \t]*(?:[-*_][ \t]*){3,}")
+_BRACKETS = re.compile(r"\\.|[\[\]]")
+
+
+def check_shape(body: str, *, nesting: int, relpath: str, first_line: int = 1) -> None:
+    """Refuse Markdown nested deeper than ``nesting`` before it is converted.
+
+    Python-Markdown recurses once per level of lists and quotes (and of emphasis), and
+    takes time quadratic in the brackets left open in a paragraph: ten thousand
+    ``- `` or ``[`` would exhaust the stack or take minutes. No post written by a
+    person comes near the limit, so this costs nothing for real posts.
+    """
+    if body.count("[") <= nesting and _suspects(nesting).search(body) is None:
+        return  # every real post: one pass in C, no loop in Python
+    fence: str | None = None
+    open_brackets = 0
+    for number, line in enumerate(body.split("\n"), start=first_line):
+        opener = _FENCE.match(line)
+        if fence is not None:
+            if opener and opener[1][0] == fence[0] and len(opener[1]) >= len(fence):
+                fence = None
+            continue
+        if opener:
+            fence = opener[1]
+            continue
+        if not line.strip():
+            open_brackets = 0  # a blank line ends the paragraph and its brackets
+            continue
+        depth, at = 0, 0
+        while (container := _CONTAINER.match(line, at)) is not None:
+            indent = len(container[0]) - len(container[0].lstrip(" \t"))
+            depth += 1 + indent // 4
+            at = container.end()
+            if depth > nesting:
+                break
+        if depth > nesting:
+            raise _too_deep(relpath, number, f"{depth} levels of lists or quotes", nesting)
+        if "[" in line or "]" in line:
+            for bracket in _BRACKETS.findall(line):
+                if bracket == "[":
+                    open_brackets += 1
+                elif bracket == "]" and open_brackets:
+                    open_brackets -= 1
+                if open_brackets > nesting:
+                    raise _too_deep(relpath, number, f"{open_brackets} brackets [ left open",
+                                    nesting)
+        if ("*" in line or "_" in line) and not _THEMATIC_BREAK.fullmatch(line):
+            run = max(map(len, _EMPHASIS_RUN.findall(line)), default=0)
+            if run > 4 * nesting:
+                raise _too_deep(relpath, number, f"a run of {run} * or _", nesting)
+
+
+@lru_cache(maxsize=8)
+def _suspects(nesting: int) -> re.Pattern[str]:
+    """Lines that could be nested deeper than ``nesting``: each level takes at least one
+    character of these before the text; and runs of emphasis marks."""
+    return re.compile(
+        rf"^[ \t>*+\-0-9.)]{{{nesting + 1},}}|[*_]{{{4 * nesting + 1},}}", re.MULTILINE
+    )
+
+
+def _too_deep(relpath: str, line: int, what: str, nesting: int) -> ContentError:
+    return ContentError(
+        f"is nested too deeply to render: {what} (the limit set by [limits] nesting is "
+        f"{nesting})",
+        path=relpath,
+        line=line,
+    )
+
+
 # ---------------------------------------------------------------- dates
 
 _DATE_TIME = re.compile(
@@ -98,6 +185,11 @@ _DATE_TIME = re.compile(
     (?P<zone>[Zz]|UTC|GMT|[+-]\d{2}(?::?\d{2}(?::?\d{2})?)?)?
     """,
     re.VERBOSE,
+)
+FIRST_YEAR = 1900
+"""The earliest year RFC 2822 (and so an RSS pubDate) allows."""
+_RFC2822_YEAR = re.compile(
+    r"(?i)\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?[ \t]+(\d+)\b"
 )
 _DATE_FORMS = "2025-01-31, 2025-01-31 09:30, 2025-01-31 09:30:00 +0800 or 2025-01-31T09:30:00+08:00"
 
@@ -121,9 +213,14 @@ def parse_date(value: object, *, tz: ZoneInfo) -> datetime:
     else:
         raise ValueError(f"{value!r} is not a date: write it as {_DATE_FORMS}")
     try:
-        parsed.astimezone(UTC)
+        in_utc = parsed.astimezone(UTC)
     except (OverflowError, ValueError):
         raise ValueError(f"{value!s} is too far from today to be a post's date") from None
+    if not FIRST_YEAR <= min(parsed.year, in_utc.year) <= max(parsed.year, in_utc.year) <= 9999:
+        # RFC 822 dates (RSS) cannot carry a year before 1900; readers take "Jan 1" as 2001.
+        raise ValueError(
+            f"{value!s} is outside the years feeds can carry ({FIRST_YEAR} to 9999)"
+        )
     return parsed
 
 
@@ -136,6 +233,13 @@ def _parse_date_text(text: str, tz: ZoneInfo) -> datetime:
             rfc2822 = None
         if rfc2822 is None:
             raise ValueError(f"cannot read {text!r} as a date: write it as {_DATE_FORMS}")
+        year = _RFC2822_YEAR.search(text)
+        if year is not None and len(year[1]) > 2 and int(year[1]) != rfc2822.year:
+            # email.utils reads 0001 as 2001 (a two-digit year): never guess.
+            raise ValueError(
+                f"{text!r} has the year {year[1]}, outside the years feeds can carry "
+                f"({FIRST_YEAR} to 9999)"
+            )
         return rfc2822 if rfc2822.tzinfo is not None else rfc2822.replace(tzinfo=tz)
     fraction = (match["fraction"] or "")[:6].ljust(6, "0")
     try:
@@ -660,17 +764,34 @@ def _relative(path: str, site_dir: Path) -> str:
     return relative.replace(os.sep, "/")
 
 
-def read_post(path: Path, *, site: SiteConfig, site_dir: Path) -> Post:
-    """Read one post file; raise ContentError naming the file, line and key on bad input."""
+def read_post(
+    path: Path, *, site: SiteConfig, site_dir: Path, limits: LimitsConfig | None = None
+) -> Post:
+    """Read one post file; raise ContentError naming the file, line and key on bad input.
+
+    Only files inside ``site_dir`` are read: a symbolic link that leads out of it is an
+    error (a link to the site's secret must never be published). A post beyond
+    ``limits`` (size, nesting) is an error too, before Markdown ever sees it.
+    """
+    limits = limits or LimitsConfig()
     path = path if path.is_absolute() else path.absolute()
     site_dir = site_dir if site_dir.is_absolute() else site_dir.absolute()
     relpath = _relative(str(path), site_dir)
+    check_inside(path, site_dir, relpath)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(limits.post_bytes + 1)
     except OSError as exc:
         raise ContentError(f"cannot be read: {exc.strerror or exc}", path=relpath) from None
+    if len(data) > limits.post_bytes:
+        raise ContentError(
+            f"is too large: more than {limits.post_bytes:,} bytes (the limit set by "
+            "[limits] post_bytes); split it or raise the limit",
+            path=relpath,
+        )
     text = _decode(data, relpath)
     split = _split(text, relpath)
+    check_shape(split.body, nesting=limits.nesting, relpath=relpath, first_line=split.body_line)
     if split.kind == "yaml":
         front = _load_yaml(split.front_matter, relpath)
     elif split.kind == "toml":

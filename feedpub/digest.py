@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
-from feedpub import lint, writer
+from feedpub import lint, mathml, writer
 from feedpub.catalog import Catalog, EntryRef, load_catalog
 from feedpub.config import NewsletterConfig, Settings
 from feedpub.entries import Entry, category_slug
@@ -98,9 +98,12 @@ def _digest_web_id(slot: datetime, tz: ZoneInfo) -> str:
 
 
 def _post_web_id(entry: Entry) -> str:
+    """The web page of a post's edition: named after the entry's id, which is unique
+    (two posts may share a slug in different years); the slug only makes it readable."""
+    id_hash = hashlib.sha1(entry.id.encode()).hexdigest()
     if re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,79}", entry.slug):
-        return f"post-{entry.slug}"
-    return "post-" + hashlib.sha1(entry.id.encode()).hexdigest()[:12]
+        return f"post-{entry.slug}-{id_hash[:8]}"
+    return "post-" + id_hash[:12]
 
 
 def _short_hash(values: Iterable[str]) -> str:
@@ -215,11 +218,15 @@ class _Run:
                     )
         return blocked
 
-    def write_web(self, web_path: str | None, web_html: str) -> None:
-        if web_path is None:
-            return
-        page = writer.Output(unquote(web_path), web_html.encode("utf-8"))
-        writer.write_outputs(self.settings.public_dir, [page])
+    def write_web(self, web_path: str | None, web_html: str, entries: Sequence[Entry]) -> None:
+        """The edition's web page, and the images of the formulas its emails show."""
+        public = self.settings.public_dir
+        images = mathml.math_images(entries, exists=lambda relpath: (public / relpath).exists())
+        page = [] if web_path is None else [
+            writer.Output(unquote(web_path), web_html.encode("utf-8"))
+        ]
+        if images or page:
+            writer.write_outputs(public, [*images, *page])
 
 
 def make_editions(
@@ -246,12 +253,22 @@ def make_editions(
     run = _Run(settings, store, now, catalog, dry_run, force)
     for config in chosen:
         _newsletter_run(run, config, schedules[config.name])
+    if settings.pages.enabled and any(edition.web_paths for edition in run.editions):
+        _publish_pages(settings, catalog)
     return DigestReport(
         editions=tuple(run.editions),
         refused=tuple(run.refused),
         content_errors=tuple(catalog.errors),
         dry_run=dry_run,
     )
+
+
+def _publish_pages(settings: Settings, catalog: Catalog) -> None:
+    """Bring the site's pages up to date before any mail links to them: the pages of the
+    posts just mailed, and the newsletter pages that list the new editions."""
+    from feedpub.build import stored_editions, write_pages
+
+    write_pages(catalog, settings, editions=stored_editions(settings))
 
 
 def pending_entries(
@@ -357,7 +374,7 @@ def _instant(run: _Run, config: NewsletterConfig, ref: EntryRef) -> None:
             conn, edition_id, newsletter=config.name, mode=Mode.INSTANT, filters=filters,
             now=run.now,
         )
-    run.write_web(rendered.web_path, rendered.web_html)
+    run.write_web(rendered.web_path, rendered.web_html, [entry])
     run.editions.append(
         EditionSummary(
             config.name, "post", key, subject=rendered.subject, entry_titles=(entry.title,),
@@ -485,7 +502,7 @@ def _queue_digest(
         announce(conn, config.name, [e.id for e in entries], edition_id=made[0], now=run.now)
         announce(conn, config.name, others, edition_id=None, now=run.now)
     for variant in variants:
-        run.write_web(variant.rendered.web_path, variant.rendered.web_html)
+        run.write_web(variant.rendered.web_path, variant.rendered.web_html, entries)
     main = variants[0].rendered
     run.editions.append(
         EditionSummary(

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import unicodedata
 from dataclasses import dataclass, fields
 from datetime import datetime
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote, urljoin
 
-from feedpub import markup
+from feedpub import assets, markup
 from feedpub.config import Author, SiteConfig
 from feedpub.content import Post, remove_xml_forbidden
 from feedpub.outline import Outline
@@ -108,6 +110,24 @@ def entry_id(post: Post, site: SiteConfig) -> str:
     return f"tag:{site.host},{day}:{quote(post.slug, safe='')}"
 
 
+def link_resolver(post: Post, site: SiteConfig) -> markup.LinkResolver:
+    """Where the post's relative file links point once published (:mod:`feedpub.assets`)."""
+    depth = len(PurePosixPath(post.relpath).parts)
+    layout = assets.SiteLayout(site_dir=post.path.parents[depth - 1], site_url=site.url)
+    bundle_page = permalink_path(post, site) if assets.is_bundle(post.relpath) else None
+    return functools.partial(assets.resolve_link, layout, post.relpath, bundle_page)
+
+
+def permalink_path(post: Post, site: SiteConfig) -> str:
+    """The permalink below the site's URL, percent-encoded, no leading ``/``."""
+    return permalink(post, site)[len(site.url):]
+
+
+def plain_title(post: Post) -> str:
+    """The title as feeds, pages and email show it: one line of text."""
+    return " ".join(remove_xml_forbidden(post.title).split())
+
+
 def make_entry(post: Post, site: SiteConfig) -> Entry:
     """The post as feeds and email show it."""
     return _make_entry(post, site, outline=False)[0]
@@ -126,25 +146,27 @@ def _make_entry(
     url = permalink(post, site)
     ident = entry_id(post, site)
     id_prefix = "p" + hashlib.sha1(ident.encode("utf-8")).hexdigest()[:8] + "-"
+    resolve = link_resolver(post, site)
     body_outline = None
     if outline:
         content_html, body_outline = markup.render_with_outline(
-            post.body, base_url=url, id_prefix=id_prefix, first_line=post.body_line
+            post.body, base_url=url, id_prefix=id_prefix, first_line=post.body_line,
+            resolve_link=resolve,
         )
     else:
-        content_html = markup.render_markdown(post.body, base_url=url, id_prefix=id_prefix)
+        content_html = markup.render_markdown(post.body, base_url=url, id_prefix=id_prefix,
+                                              resolve_link=resolve)
     summary_source = post.summary or markup.split_excerpt(post.body, site.excerpt_separator)
     if summary_source and summary_source.strip():
         summary_html = markup.render_markdown(
-            summary_source, base_url=url, id_prefix=id_prefix + "s-"
+            summary_source, base_url=url, id_prefix=id_prefix + "s-", resolve_link=resolve
         )
     else:
         summary_html = markup.summarize_html(content_html, length=site.summary_length)
-    title = " ".join(remove_xml_forbidden(post.title).split())
     entry = Entry(
         id=ident,
         slug=post.slug,
-        title=title,
+        title=plain_title(post),
         url=url,
         published=post.date,
         updated=post.updated if post.updated and post.updated > post.date else post.date,
@@ -154,7 +176,7 @@ def _make_entry(
         content_html=content_html,
         summary_html=summary_html,
         summary_text=markup.html_to_text(summary_html),
-        image=urljoin(url, post.image) if post.image else None,
+        image=(resolve(post.image) or urljoin(url, post.image)) if post.image else None,
         lang=post.lang or site.language,
         source=post.relpath,
     )

@@ -238,7 +238,11 @@ def _finish(document: bytes, entries: list[Entry], settings: Settings, kind: For
     """Add what feedgen leaves out: the stylesheet instruction, each Atom entry's
     language when it is not the feed's, and its link's rel and type (feedgen 1.0
     drops both from entry links)."""
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=True)
+    # huge_tree: the document is feedgen's own output, and a long post's content is one
+    # text node that lxml otherwise refuses past 10 MB ("Text node too long").
+    parser = etree.XMLParser(
+        resolve_entities=False, no_network=True, remove_blank_text=True, huge_tree=True
+    )
     root = etree.fromstring(document, parser)
     if kind == "atom":
         for element, entry in zip(root.iterfind(f"{{{_ATOM_NS}}}entry"), entries, strict=True):

@@ -40,9 +40,11 @@ Warnings (``--strict`` makes them fail too):
     An image without alt text (``![](cat.png)``, ``<img>`` without ``alt``;
     an explicit ``alt=""`` marks a decorative image and passes).
 ``unrendered-math``
-    TeX math (``$…$``, ``$$…$$``, ``\\(…\\)``, ``\\[…\\]``): feed readers and mail
-    clients show it as written. Prices (``$5 and $10``) follow Pandoc's rule
-    and pass. One finding per post, at the first formula.
+    TeX math (``$…$``, ``$$…$$``, ``\\(…\\)``, ``\\[…\\]``) that cannot be rendered:
+    the converter does not know a command or cannot parse the formula, or it is
+    inside raw HTML. It shows as written; the rest becomes MathML (and images in
+    email). Prices (``$5 and $10``) follow Pandoc's rule and pass. One finding
+    per post, at the first such formula.
 ``title-from-filename``
     No ``title`` key: the title is made from the file name.
 ``empty-summary``
@@ -63,20 +65,21 @@ Info (never fails a check):
 
 from __future__ import annotations
 
-import os.path
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
+from feedpub import assets
 from feedpub.config import Settings
 from feedpub.content import Post
 from feedpub.entries import Entry, make_entry_with_outline
 from feedpub.errors import ContentError
+from feedpub.mathml import conversion_error, find_math, formula_parts
 from feedpub.outline import Outline, OutlineBlock, OutlineLink, blank_code_spans
 
 if TYPE_CHECKING:
@@ -433,9 +436,16 @@ _TEMPLATE = re.compile(
 )
 
 
+def template_matches(visible: str) -> Iterator[re.Match[str]]:
+    """Each piece of Liquid or Hugo syntax in a block's visible text (see
+    :func:`visible_text`), as ``template-syntax`` finds it; the group that matched
+    (``hugo``, ``tag`` or ``output``) says which kind. ``feedpub.fix`` repairs these."""
+    return _TEMPLATE.finditer(visible)
+
+
 def _template_findings(source: str, outline: Outline) -> Iterator[Finding]:
     for block, visible in _prose_blocks(outline):
-        for match in _TEMPLATE.finditer(visible):
+        for match in template_matches(visible):
             kind = match.lastgroup
             what = {
                 "hugo": "a Hugo shortcode",
@@ -518,14 +528,13 @@ def _scheme_problem(target: str, https_site: bool) -> tuple[str, str] | None:
 def _missing_file_findings(
     source: str, outline: Outline, settings: Settings, exists: Callable[[Path], bool]
 ) -> Iterator[Finding]:
-    folder = (settings.site_dir / source).parent
     for link in outline.links:
         target = link.target
         if link.kind == "reference" or _SCHEME.match(re.sub(r"[\x00-\x20]", "", target)):
             continue
         if not target or target.startswith(("#", "?", "//")) or "{{" in target or "{%" in target:
             continue
-        missing = _missing_file(target, folder, settings, exists)
+        missing = _missing_file(target, source, settings, exists)
         if missing:
             yield _finding(
                 source, link.target_line, link.target_column, "missing-file",
@@ -535,25 +544,23 @@ def _missing_file_findings(
 
 
 def _missing_file(
-    target: str, folder: Path, settings: Settings, exists: Callable[[Path], bool]
+    target: str, source: str, settings: Settings, exists: Callable[[Path], bool]
 ) -> list[str] | None:
-    """The places looked at when ``target`` names a local file that is not there."""
-    path = unquote(target.split("#", 1)[0].split("?", 1)[0])
-    if not path or path.endswith("/") or PurePosixPath(path).suffix.lower() in _PAGE_SUFFIXES:
+    """The places looked at when ``target`` names a file that will not be published
+    (with the resolver ``build`` uses); None when it will be, or names no file."""
+    layout = assets.SiteLayout(settings.site_dir, settings.site.url)
+    found = assets.link_source(layout, source, target)
+    candidates = [found] if found is not None else assets.root_sources(layout, target)
+    if found is None and candidates and not settings.pages.enabled:
+        # Another tool (Jekyll) makes the pages and publishes the site folder's files too.
+        candidates.append(settings.site_dir / candidates[0].relative_to(layout.static_dir))
+    if not candidates:
         return None
-    site_dir = settings.site_dir
-    if path.startswith("/"):
-        roots = [settings.content_dir, site_dir / "static", site_dir]
-    else:
-        roots = [folder]
-    candidates = []
-    for root in roots:
-        candidate = Path(os.path.normpath(root / path.lstrip("/")))
-        if candidate.is_relative_to(site_dir):
-            candidates.append(candidate)
-    if not candidates or any(_exists(exists, candidate) for candidate in candidates):
-        return None
-    return [candidate.relative_to(site_dir).as_posix() for candidate in candidates]
+    for candidate in candidates:
+        published = not settings.pages.enabled or assets.published_relpath(layout, candidate, {})
+        if published and _exists(exists, candidate):
+            return None
+    return [candidate.relative_to(settings.site_dir).as_posix() for candidate in candidates]
 
 
 def _exists(exists: Callable[[Path], bool], path: Path) -> bool:
@@ -565,53 +572,30 @@ def _exists(exists: Callable[[Path], bool], path: Path) -> bool:
 
 # --- math -------------------------------------------------------------------
 
-_DISPLAY_MATH = re.compile(r"(?<!\\)\$\$([^$]*?\S[^$]*?)(?<!\\)\$\$")
-_BRACKET_MATH = re.compile(r"\\\[(.+?)\\\]", re.DOTALL)
-_PAREN_MATH = re.compile(r"\\\((.+?)\\\)", re.DOTALL)
-# Pandoc's rule: the opening $ has a non-space on its right, the closing $ a
-# non-space on its left and no digit after it, so "$5 and $10" is not math.
-_INLINE_MATH = re.compile(r"(?<![\\$])\$([^\s$](?:[^$]{0,300}?[^\s\\$])?)\$(?![\d$])")
-_TEX_HINT = re.compile(r"\\[A-Za-z]+|[\^_=<>{}+]")
-
-
-def find_math(visible: str) -> list[tuple[int, str]]:
-    """(offset, formula) of each TeX formula in a block's visible source, in order."""
-    return sorted(_math_spans(visible))
-
-
-def _math_spans(visible: str) -> Iterator[tuple[int, str]]:
-    masked = visible
-    for pattern in (_DISPLAY_MATH, _BRACKET_MATH, _PAREN_MATH):
-        for match in pattern.finditer(masked):
-            inner = match.group(1)
-            if pattern is _BRACKET_MATH and not (
-                _TEX_HINT.search(inner) or not visible.replace(match.group(0), "").strip()
-            ):
-                continue  # \[sic\] is an escaped bracket, not math
-            yield match.start(), match.group(0)
-        masked = pattern.sub(lambda m: _blank(m.group(0)), masked)
-    for match in _INLINE_MATH.finditer(masked):
-        inner = match.group(1)
-        if inner[0].isdigit() and not _TEX_HINT.search(inner):
-            continue  # "$5 for lunch, 3$": amounts, not a formula
-        yield match.start(), match.group(0)
-
 
 def _math_findings(source: str, outline: Outline) -> Iterator[Finding]:
-    formulas: list[tuple[int, int, str]] = []
+    """Formulas that stay raw TeX: the converter cannot read them, or they are inside
+    raw HTML, which Markdown (and so the converter) leaves alone."""
+    formulas: list[tuple[int, int, str, str]] = []
     for block, visible in _prose_blocks(outline):
         for offset, formula in find_math(visible):
-            line, column = block.position(offset)
-            formulas.append((line, column, formula))
+            tex, display = formula_parts(formula)
+            if block.kind == "html":
+                why = "math inside HTML is not converted"
+            else:
+                why = conversion_error(tex, display=display) or ""
+            if why:
+                line, column = block.position(offset)
+                formulas.append((line, column, formula, why))
     if not formulas:
         return
     formulas.sort()
-    line, column, formula = formulas[0]
+    line, column, formula, why = formulas[0]
     more = f" (and {len(formulas) - 1} more in this post)" if len(formulas) > 1 else ""
     yield _finding(
         source, line, column, "unrendered-math",
-        f"math {_quote(' '.join(formula.split()), 40)} will show as written (raw TeX) in feeds "
-        f"and email: feed readers and mail clients do not render it{more}",
+        f"math {_quote(' '.join(formula.split()), 40)} cannot be rendered ({_quote(why, 60)}), "
+        f"so feeds, pages and email show it as written (raw TeX){more}",
     )
 
 

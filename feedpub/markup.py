@@ -10,7 +10,7 @@ import functools
 import html as html_lib
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
@@ -75,6 +75,7 @@ _MARKDOWN_EXTENSIONS = [
     "toc",
     "pymdownx.superfences",
     "pymdownx.highlight",
+    "feedpub.mathml:MathExtension",  # TeX -> MathML; after code, before emphasis
 ]
 _MARKDOWN_CONFIG: dict[str, dict[str, Any]] = {
     "toc": {"slugify": slugify_unicode},
@@ -104,31 +105,43 @@ def _recorder(md: markdown.Markdown) -> OutlineRecorder:
     return next(e for e in md.registeredExtensions if isinstance(e, OutlineRecorder))
 
 
-def render_markdown(body: str, *, base_url: str, id_prefix: str) -> str:
+LinkResolver = Callable[[str], str | None]
+"""A relative link as written -> the absolute URL it stands for, or None to resolve it
+against the page (see :func:`feedpub.assets.resolve_link`)."""
+
+
+def render_markdown(
+    body: str, *, base_url: str, id_prefix: str, resolve_link: LinkResolver | None = None
+) -> str:
     """Markdown -> sanitized HTML whose URLs are absolute against ``base_url``.
 
     ``id_prefix`` is put before every id (headings, footnotes) and before the
     fragment of every link that points at one of them, so posts can share a page.
+    ``resolve_link`` is asked first for each relative link (files a post links to).
     Safe to call from worker processes: each builds its own Markdown instance.
     """
-    return _convert(body, base_url=base_url, id_prefix=id_prefix, first_line=None)[0]
+    return _convert(body, base_url=base_url, id_prefix=id_prefix, first_line=None,
+                    resolve_link=resolve_link)[0]
 
 
 def render_with_outline(
-    body: str, *, base_url: str, id_prefix: str, first_line: int
+    body: str, *, base_url: str, id_prefix: str, first_line: int,
+    resolve_link: LinkResolver | None = None,
 ) -> tuple[str, Outline]:
     """:func:`render_markdown` and the :class:`Outline` of the same conversion.
 
     ``first_line`` is the body's first line in the source file (after the front
     matter): the outline's lines are the file's.
     """
-    html, outline = _convert(body, base_url=base_url, id_prefix=id_prefix, first_line=first_line)
+    html, outline = _convert(body, base_url=base_url, id_prefix=id_prefix, first_line=first_line,
+                             resolve_link=resolve_link)
     assert outline is not None
     return html, outline
 
 
 def _convert(
-    body: str, *, base_url: str, id_prefix: str, first_line: int | None
+    body: str, *, base_url: str, id_prefix: str, first_line: int | None,
+    resolve_link: LinkResolver | None,
 ) -> tuple[str, Outline | None]:
     md = _markdown()
     recorder = _recorder(md)
@@ -142,7 +155,9 @@ def _convert(
     finally:
         recorder.active = False
         md.reset()
-    return sanitize_html(rendered, base_url=base_url, id_prefix=id_prefix), outline
+    html = sanitize_html(rendered, base_url=base_url, id_prefix=id_prefix,
+                         resolve_link=resolve_link)
+    return html, outline
 
 
 # --- sanitizing ---------------------------------------------------------------
@@ -155,8 +170,35 @@ _TAGS = {
     "samp", "small", "source", "span", "strong", "sub", "summary", "sup", "table",
     "tbody", "td", "tfoot", "th", "thead", "time", "tr", "u", "ul", "var", "video", "wbr",
 }  # fmt: skip
-# Dropped with their content: code, or markup whose text is not prose.
-_DROPPED_WITH_CONTENT = {"script", "style", "template", "iframe", "noscript", "svg", "math"}
+# MathML Core (feedpub/mathml.py writes it), and menclose for \boxed and \cancel.
+# No href, src or actiontype: no link or script can ride in on a formula.
+_MATHML_TAGS = {
+    "math", "semantics", "annotation", "mrow", "mi", "mn", "mo", "ms", "mtext", "mspace",
+    "mfrac", "msqrt", "mroot", "msub", "msup", "msubsup", "munder", "mover", "munderover",
+    "mmultiscripts", "mprescripts", "none", "mtable", "mtr", "mtd", "mpadded", "mphantom",
+    "mstyle", "merror", "menclose",
+}  # fmt: skip
+_MATHML_GLOBAL_ATTRIBUTES = {"displaystyle", "scriptlevel", "mathvariant", "mathcolor",
+                             "mathbackground", "mathsize"}  # fmt: skip
+_MATHML_ATTRIBUTES = {
+    "math": {"display", "alttext"},
+    "annotation": {"encoding"},
+    "mo": {"form", "fence", "separator", "lspace", "rspace", "stretchy", "symmetric",
+           "maxsize", "minsize", "largeop", "movablelimits", "accent"},
+    "mover": {"accent"},
+    "munder": {"accentunder"},
+    "munderover": {"accent", "accentunder"},
+    "mfrac": {"linethickness"},
+    "mpadded": {"width", "height", "depth", "lspace", "voffset"},
+    "mspace": {"width", "height", "depth"},
+    "mtd": {"columnspan", "rowspan"},
+    "menclose": {"notation"},
+}  # fmt: skip
+_TAGS |= _MATHML_TAGS
+# Dropped with their content: code, or markup whose text is not prose (annotation-xml
+# holds another rendering of a formula, possibly HTML).
+_DROPPED_WITH_CONTENT = {"script", "style", "template", "iframe", "noscript", "svg",
+                         "annotation-xml"}  # fmt: skip
 _GLOBAL_ATTRIBUTES = {"id", "title", "lang", "dir", "class", "style"}
 _ATTRIBUTES = {
     "*": _GLOBAL_ATTRIBUTES,
@@ -178,6 +220,8 @@ _ATTRIBUTES = {
     "col": {"span"},
     "colgroup": {"span"},
     "details": {"open"},
+    **{tag: _MATHML_GLOBAL_ATTRIBUTES | _MATHML_ATTRIBUTES.get(tag, set())
+       for tag in _MATHML_TAGS},
 }  # fmt: skip
 # The properties feed readers keep (feedparser's list, less layout and aural ones):
 # enough for Pygments' inline colours, not enough to cover or escape the reader's page.
@@ -210,7 +254,9 @@ _BACKGROUND_COLOUR = re.compile(
 )
 
 
-def sanitize_html(html: str, *, base_url: str, id_prefix: str = "") -> str:
+def sanitize_html(
+    html: str, *, base_url: str, id_prefix: str = "", resolve_link: LinkResolver | None = None
+) -> str:
     """Keep what feed readers keep; make every URL absolute against ``base_url``.
 
     Relative ``href``, ``src``, ``srcset`` (each candidate), ``poster`` and
@@ -218,6 +264,7 @@ def sanitize_html(html: str, *, base_url: str, id_prefix: str = "") -> str:
     URIs; a URL whose scheme is not allowed (``javascript:``, ``data:``…) is
     removed. ``#fragment`` links become ``base_url#fragment``; with
     ``id_prefix``, ids get the prefix and so do fragments naming those ids.
+    ``resolve_link`` is asked first for every relative URL.
     """
     if not urlsplit(base_url).scheme:
         raise ValueError(f"base_url must be an absolute URL, not {base_url!r}")
@@ -242,8 +289,9 @@ def sanitize_html(html: str, *, base_url: str, id_prefix: str = "") -> str:
             return fragment_link(url[1:])
         if _PLAIN_WEB_URL.fullmatch(url):
             return url  # what urljoin and _to_uri would give back unchanged
+        resolved = resolve_link(url) if resolve_link is not None else None
         try:
-            absolute = _to_uri(urljoin(page, url))
+            absolute = _to_uri(resolved or urljoin(page, url))
         except ValueError:  # an unparsable host such as "http://[x"
             return None
         if absolute is None or urlsplit(absolute).scheme.lower() not in schemes:
@@ -503,13 +551,19 @@ def _remove_keeping_tail(element: lxml_html.HtmlElement) -> None:
 def _element_text(element: lxml_html.HtmlElement) -> str:
     """Text with a space wherever a block or a line break separates words."""
     parts: list[str] = []
-    for event, node in etree.iterwalk(element, events=("start", "end")):
+    walker = etree.iterwalk(element, events=("start", "end"))
+    for event, node in walker:
         if not isinstance(node.tag, str):
             if event == "end" and node.tail:
                 parts.append(node.tail)
             continue
         gap = node.tag in _BLOCK_TAGS or node.tag == "br"
-        if event == "start":
+        if event == "start" and node.tag == "math":
+            # A formula reads as its TeX (the annotation), not as its glyphs run together.
+            tex = node.xpath("string(.//annotation[@encoding='application/x-tex'])")
+            parts.append(str(tex) if tex else "".join(node.itertext()))
+            walker.skip_subtree()  # type: ignore[attr-defined, unused-ignore]
+        elif event == "start":
             if gap:
                 parts.append(" ")
             if node.text:

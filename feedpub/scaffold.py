@@ -17,9 +17,11 @@ def _template(name: str) -> str:
 
 def init_site(
     directory: Path, *, now: datetime, title: str = "My feedpub site",
-    url: str = "https://example.com/",
+    url: str = "https://example.com/", pages: bool = True,
 ) -> list[Path]:
-    """Create the site; refuse to touch a folder that already has a config."""
+    """Create the site; refuse to touch a folder that already has a config.
+
+    ``pages``: feedpub writes the site's web pages (else another tool does)."""
     config = directory / CONFIG_NAME
     if config.exists():
         raise ConfigError(
@@ -35,8 +37,12 @@ def init_site(
     gitignore = directory / ".gitignore"
     written = [config, first_post, secret]
     quoted_title = title.replace("\\", "\\\\").replace('"', '\\"')
-    config.write_text(_template("feedpub.toml").format(title=quoted_title, url=url),
-                      encoding="utf-8")
+    config.write_text(
+        _template("feedpub.toml").format(title=quoted_title, url=url,
+                                         pages="true" if pages else "false"),
+        encoding="utf-8",
+    )
+    (directory / "static").mkdir(exist_ok=True)
     if not first_post.exists():
         first_post.write_text(
             _template("first-post.md").replace("{date}", now.isoformat(timespec="seconds")),

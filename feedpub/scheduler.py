@@ -8,9 +8,11 @@ Jobs, in one :class:`Daemon`:
 - ``tick`` runs once at start and then every ``scheduler.tick_seconds``: it
   makes whatever is due for every newsletter (instant posts, and a digest
   whose slot passed while the daemon was down) and sends every delivery that
-  is due, retries included.
+  is due, retries included;
+- ``bounces`` runs ``feedpub bounces fetch`` every ``bounces.fetch_minutes``
+  when a bounce mailbox is set (``bounces.imap_host``), one run at a time.
 
-Both call :func:`run_once`, the composition of :func:`feedpub.digest.make_editions`
+The first two call :func:`run_once`, the composition of :func:`feedpub.digest.make_editions`
 and :func:`feedpub.sender.send_queued` that ``digest send`` performs.
 
 Lateness is judged in one place, by ``make_editions`` against the slot: a
@@ -28,6 +30,7 @@ delivery claimed by one sender), so daemons on several machines and cron
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +58,7 @@ from feedpub.store.engine import Store
 Clock = Callable[[], datetime]
 LogFormat = Literal["plain", "json"]
 TICK_JOB = "tick"
+BOUNCES_JOB = "bounces"
 
 
 def utc_now() -> datetime:
@@ -335,6 +339,12 @@ class Daemon:
             args=(TICK_JOB, None), id=TICK_JOB, name="instant posts, retries, catch-up",
             next_run_time=datetime.now(settings.site.tz),
         )
+        if settings.bounces.imap_host:
+            self.scheduler.add_job(
+                self._fetch_bounces, IntervalTrigger(minutes=settings.bounces.fetch_minutes,
+                                                     timezone=settings.site.tz),
+                id=BOUNCES_JOB, name="bounces fetch", max_instances=1,
+            )
 
     def start(self) -> None:
         self.settings.require_secret()  # every message carries signed unsubscribe links
@@ -377,6 +387,16 @@ class Daemon:
             if sending:
                 self._sending.release()
         self.on_run(RunRecord(job, started, self.clock(), report, sending_elsewhere=not sending))
+
+    def _fetch_bounces(self) -> None:
+        """``feedpub bounces fetch``; only a failure is logged (a run record with its error)."""
+        from feedpub.bounce_mailbox import fetch_bounces
+
+        started = self.clock()
+        try:
+            fetch_bounces(self.settings, self.store, clock=self.clock, env=os.environ)
+        except (FeedpubError, sa.exc.SQLAlchemyError) as error:
+            self.on_run(RunRecord(BOUNCES_JOB, started, self.clock(), error=_one_line(error)))
 
     def _run_once(self, newsletter: str | None, sending: bool) -> RunReport:
         if not sending:

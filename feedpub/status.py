@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,8 +19,10 @@ from sqlalchemy.engine import Connection
 from feedpub.config import NewsletterConfig, Settings
 from feedpub.digest import DIGEST_PREFIX
 from feedpub.scheduler import next_slot, utc_iso
+from feedpub.store.audience import FeedAudience, feed_audience
 from feedpub.store.editions import EditionStatus
 from feedpub.store.engine import Store
+from feedpub.store.events import EventRates, newsletter_rates, rates_for_editions
 from feedpub.store.schema import (
     DeliveryStatus,
     Mode,
@@ -75,6 +77,33 @@ class Retries:
     next_attempt_at: datetime | None = None
 
 
+RATE_DAYS = 30
+COMPLAINT_WARNING = 0.001
+"""Gmail's bulk-sender guidance: keep spam complaints under 0.1% ..."""
+COMPLAINT_LIMIT = 0.003
+"""... and never reach 0.3%."""
+BOUNCE_WARNING = 0.02
+"""Hard bounces above 2% of messages sent: the list holds dead addresses."""
+
+
+@dataclass(frozen=True)
+class HeardBack:
+    """Bounces and complaints against messages sent, flagged at the mailbox providers' limits."""
+
+    rates: EventRates = field(default_factory=EventRates)
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        rates, found = self.rates, []
+        if rates.complaint_rate >= COMPLAINT_LIMIT:
+            found.append("complaints-over-0.3%")
+        elif rates.complaint_rate >= COMPLAINT_WARNING:
+            found.append("complaints-over-0.1%")
+        if rates.bounce_rate >= BOUNCE_WARNING:
+            found.append("bounces-over-2%")
+        return tuple(found)
+
+
 @dataclass(frozen=True)
 class LastEdition:
     id: int
@@ -87,6 +116,8 @@ class LastEdition:
     entries: int
     deliveries: DeliveryCounts
     """Of the edition and of its category variants together."""
+    heard_back: HeardBack = field(default_factory=lambda: HeardBack())
+    """Bounces and complaints about this edition (and its variants)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +136,23 @@ class NewsletterStatus:
     subscriptions: Mapping[str, int]
     """Active subscribers of this newsletter by mode: ``digest`` and ``instant``."""
     retries: Retries
+    heard_back: HeardBack = field(default_factory=lambda: HeardBack())
+    """Bounces and complaints about what this newsletter sent in the last RATE_DAYS days."""
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Everyone the site reaches: active email subscribers and feed readers."""
+
+    email: int
+    feeds: FeedAudience
+
+    @property
+    def total(self) -> int:
+        return self.email + self.feeds.total
+
+
+NO_FEED_READERS = FeedAudience(services={}, others=0, day=None, complete=False, feeds=())
 
 
 @dataclass(frozen=True)
@@ -118,6 +166,7 @@ class SiteStatus:
     """Every delivery of every edition, by status."""
     retries: Retries
     newsletters: tuple[NewsletterStatus, ...]
+    audience: Audience = Audience(0, NO_FEED_READERS)
 
 
 def site_status(settings: Settings, store: Store | None, now: datetime) -> SiteStatus:
@@ -138,12 +187,14 @@ def site_status(settings: Settings, store: Store | None, now: datetime) -> SiteS
                 _last_edition(conn, n.name, digest_only=True),
                 _subscribers_of(conn, n.name), _subscriptions_by_mode(conn, n.name),
                 _retries(conn, n.name),
+                HeardBack(newsletter_rates(conn, n.name, since=now - timedelta(days=RATE_DAYS))),
             )
             for n in settings.newsletters
         ]
         totals = count_by_status(conn)
         queue = DeliveryCounts.from_mapping(_delivery_counts(conn))
         retries = _retries(conn, None)
+        readers = feed_audience(conn, now)
     return SiteStatus(
         generated_at=now,
         timezone=settings.site.timezone,
@@ -152,6 +203,7 @@ def site_status(settings: Settings, store: Store | None, now: datetime) -> SiteS
         queue=queue,
         retries=retries,
         newsletters=tuple(by_newsletter),
+        audience=Audience(totals.get(Status.ACTIVE, 0), readers),
     )
 
 
@@ -164,6 +216,7 @@ def _newsletter(
     people: SubscriberCounts,
     modes: Mapping[str, int],
     retries: Retries,
+    heard_back: HeardBack | None = None,
 ) -> NewsletterStatus:
     return NewsletterStatus(
         name=newsletter.name,
@@ -175,6 +228,7 @@ def _newsletter(
         subscribers=people,
         subscriptions={mode.value: modes.get(mode.value, 0) for mode in Mode},
         retries=retries,
+        heard_back=heard_back or HeardBack(),
     )
 
 
@@ -229,6 +283,7 @@ def _last_edition(
     return LastEdition(
         id=row.id, period_key=row.period_key, kind=kind, created_at=row.created_at,
         subject=row.subject, entries=entries, deliveries=DeliveryCounts.from_mapping(counts),
+        heard_back=HeardBack(rates_for_editions(conn, family.scalar_subquery())),
     )
 
 
@@ -301,6 +356,27 @@ def status_document(status: SiteStatus) -> dict[str, Any]:
         "deliveries": _counts(status.queue),
         "retries": _retries_document(status.retries),
         "newsletters": [_newsletter_document(n) for n in status.newsletters],
+        "audience": _audience_document(status.audience),
+    }
+
+
+def _audience_document(audience: Audience) -> dict[str, Any]:
+    feeds = audience.feeds
+    return {
+        "email_subscribers": audience.email,
+        "feed_readers": {
+            "services": dict(feeds.services),
+            "other_readers": feeds.others,
+            "day": None if feeds.day is None else feeds.day.isoformat(),
+            "complete": feeds.complete,
+            "total": feeds.total,
+            "feeds": [
+                {"path": f.feed, "services": dict(f.services), "other_readers": f.others,
+                 "total": f.total}
+                for f in feeds.feeds
+            ],
+        },
+        "total": audience.total,
     }
 
 
@@ -315,6 +391,16 @@ def _edition_document(edition: LastEdition | None) -> dict[str, Any] | None:
         "subject": edition.subject,
         "entries": edition.entries,
         "deliveries": _counts(edition.deliveries),
+        "heard_back": _heard_back_document(edition.heard_back),
+    }
+
+
+def _heard_back_document(heard: HeardBack) -> dict[str, Any]:
+    rates = heard.rates
+    return {
+        "sent": rates.sent, "hard_bounces": rates.hard, "soft_bounces": rates.soft,
+        "complaints": rates.complaints, "bounce_rate": round(rates.bounce_rate, 6),
+        "complaint_rate": round(rates.complaint_rate, 6), "flags": list(heard.flags),
     }
 
 
@@ -332,4 +418,5 @@ def _newsletter_document(newsletter: NewsletterStatus) -> dict[str, Any]:
         "subscribers": _counts(newsletter.subscribers),
         "subscriptions": dict(newsletter.subscriptions),
         "retries": _retries_document(newsletter.retries),
+        "heard_back": _heard_back_document(newsletter.heard_back),
     }

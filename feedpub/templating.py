@@ -14,7 +14,7 @@ from feedpub.config import Settings
 from feedpub.errors import ConfigError
 from feedpub.i18n import Language
 
-TemplateFolder = Literal["email", "web"]
+TemplateFolder = Literal["email", "web", "pages", "admin"]
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 

@@ -8,6 +8,10 @@ does when a subscriber is forgotten, the old links stop working.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,6 +45,8 @@ class Purpose(StrEnum):
     CONFIRM = "confirm"
     UNSUBSCRIBE = "unsubscribe"
     PREFERENCES = "preferences"
+    RETURN_PATH = "return-path"
+    """The VERP token of one delivery's envelope sender (:func:`make_return_token`)."""
 
 
 @dataclass(frozen=True)
@@ -112,3 +118,52 @@ def read_token(
             date=f"{(issued_at + max_age):%Y-%m-%d}",
         ))
     return TokenClaim(subscriber_id=payload[0], check=payload[1], issued_at=issued_at)
+
+
+# --- return paths (VERP) ---------------------------------------------------------
+
+RETURN_TOKEN_MAC_CHARS = 16
+"""Base32 characters of the HMAC in a return-path token: 80 bits."""
+_RETURN_TOKEN = re.compile(rf"([0-9a-z]{{1,13}})-([a-z2-7]{{{RETURN_TOKEN_MAC_CHARS}}})")
+
+
+def _return_mac(secret: str, delivery: str) -> str:
+    key = f"feedpub.{Purpose.RETURN_PATH.value}:{secret}".encode()
+    digest = hmac.new(key, delivery.encode("ascii"), hashlib.sha256).digest()
+    return base64.b32encode(digest).decode("ascii").lower()[:RETURN_TOKEN_MAC_CHARS]
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    text = ""
+    while True:
+        number, rest = divmod(number, 36)
+        text = digits[rest] + text
+        if not number:
+            return text
+
+
+def make_return_token(secret: str, delivery_id: int) -> str:
+    """``<delivery id in base 36>-<16 base32 characters of HMAC>``, lower case.
+
+    Short enough for an address's local part (``bounces+`` and a token stay far
+    under 64 characters) and case-insensitive, since mail servers may fold the
+    case of a local part. It has no date: a bounce may come back weeks later.
+    """
+    if not secret:
+        raise TokenError("cannot sign a return path without a secret")
+    if delivery_id < 0:
+        raise ValueError(f"no return token for delivery {delivery_id}")
+    delivery = _base36(delivery_id)
+    return f"{delivery}-{_return_mac(secret, delivery)}"
+
+
+def read_return_token(secret: str, token: str) -> int:
+    """The delivery id a return-path token names; TokenError when it is not one of ours."""
+    match = _RETURN_TOKEN.fullmatch(token.strip().lower())
+    if match is None or not secret:
+        raise TokenError("not a feedpub return-path token")
+    delivery, mac = match.groups()
+    if not hmac.compare_digest(mac, _return_mac(secret, delivery)):
+        raise TokenError("the return-path token's signature does not match")
+    return int(delivery, 36)

@@ -23,6 +23,21 @@ ROUTES: Final[dict[str, str]] = {
     "unsubscribe": "unsubscribe/{token}",
     "preferences": "preferences/{token}",
     "healthz": "healthz",
+    # Bounce and complaint webhooks of the relays (feedpub/web/webhooks.py).
+    "webhook_ses": "webhooks/ses",
+    "webhook_postmark": "webhooks/postmark",
+    "webhook_mailgun": "webhooks/mailgun",
+    "webhook_sendgrid": "webhooks/sendgrid",
+    # The operator's dashboard (feedpub/web/admin.py), mounted once a password is set.
+    "admin": "admin/",
+    "admin_login": "admin/login",
+    "admin_logout": "admin/logout",
+    "admin_api": "admin/api/{panel}",
+    "admin_subscribers": "admin/subscribers",
+    "admin_export": "admin/subscribers.csv",
+    "admin_subscriber": "admin/subscribers/{subscriber}",
+    "admin_subscriber_action": "admin/subscribers/{subscriber}/{action}",
+    "admin_static": "admin/static/{name}",
     # Written into public/ by `feedpub build` and `digest send`, at site.url.
     "atom": "atom.xml",
     "rss": "rss.xml",
@@ -31,6 +46,17 @@ ROUTES: Final[dict[str, str]] = {
     "category_atom": "categories/{category}/atom.xml",
     "category_rss": "categories/{category}/rss.xml",
     "edition": "editions/{newsletter}/{edition}.html",
+    # Pages, written by `feedpub build` when [pages] is enabled.
+    "archive": "archive/",
+    "year": "archive/{year}/",
+    "category_page": "categories/{category}/",
+    "newsletter_page": "editions/{newsletter}/",
+    "stylesheet": "style.css",
+    "sitemap": "sitemap.xml",
+    "robots": "robots.txt",
+    "not_found": "404.html",
+    # Email's pictures of formulas (feedpub/mathml.py), named by a hash of the TeX.
+    "math_image": "math/{name}.png",
 }
 """Route name -> path below the base URL, with ``{parameter}`` slots."""
 
@@ -40,28 +66,28 @@ CATEGORIES_DIR: Final = "categories"
 _PARAMETER = re.compile(r"\{(\w+)\}")
 
 
-def path_for(name: str, **parameters: str) -> str:
-    """The path of route ``name`` with each slot filled, percent-encoded, no leading ``/``.
+def path_for(route: str, /, **parameters: str) -> str:
+    """The path of ``route`` with each slot filled, percent-encoded, no leading ``/``.
 
     Raises KeyError for an unknown route or a missing parameter, ValueError for a
     parameter the route does not take.
     """
-    template = ROUTES[name]
+    template = ROUTES[route]
     slots = set(_PARAMETER.findall(template))
     extra = set(parameters) - slots
     if extra:
-        raise ValueError(f"route {name!r} takes no parameter {sorted(extra)[0]!r}")
+        raise ValueError(f"route {route!r} takes no parameter {sorted(extra)[0]!r}")
     return _PARAMETER.sub(lambda match: quote(parameters[match.group(1)], safe=""), template)
 
 
-def url_for(base: str, name: str, **parameters: str) -> str:
+def url_for(base: str, route: str, /, **parameters: str) -> str:
     """``base`` (which ends in ``/``) joined with :func:`path_for`."""
-    return base + path_for(name, **parameters)
+    return base + path_for(route, **parameters)
 
 
-def starlette_path(name: str) -> str:
+def starlette_path(route: str) -> str:
     """The route's path as Starlette mounts it: a leading ``/``, the same ``{slots}``."""
-    return "/" + ROUTES[name]
+    return "/" + ROUTES[route]
 
 
 def subscriber_url(web_url: str, purpose: str, token: str) -> str:
@@ -85,3 +111,8 @@ def category_feed_url(site_url: str, category_slug: str, feed_format: str) -> st
 def edition_path(newsletter: str, edition_id: str) -> str:
     """Where the "view in browser" page of an edition lives below ``public/``."""
     return path_for("edition", newsletter=newsletter, edition=edition_id)
+
+
+def quote_path(relpath: str) -> str:
+    """A path below ``public/`` as it goes into a URL: each segment percent-encoded."""
+    return quote(relpath, safe="/")

@@ -12,14 +12,21 @@ them. Its guarantees:
   alone, so its modification time (and a server's ``Last-Modified``) stays true
   and an unchanged rebuild writes nothing.
 - **Only feedpub's files are removed.** :func:`prune` deletes files of names
-  feedpub writes, in folders it owns, and never anything else a person put there.
+  feedpub writes, in folders it owns; :class:`Manifest` remembers each file it
+  wrote (with its size and time) and removes one only while it is still exactly
+  what feedpub wrote. Anything else a person put in ``public/`` stays.
+- **Nothing left half-way.** A temporary file that a killed build left behind
+  (``.name.XXXX.tmp``) is removed by the next :meth:`Manifest.open`.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
-from collections.abc import Collection, Iterable, Sequence
+import time
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -28,10 +35,11 @@ from feedpub.errors import FeedpubError
 
 @dataclass(frozen=True)
 class Output:
-    """A file for ``public/``: its path below it (POSIX, no leading ``/``) and its bytes."""
+    """A file for ``public/``: its path below it (POSIX, no leading ``/``) and its bytes,
+    or the file to copy them from (an image beside a post)."""
 
     relpath: str
-    data: bytes
+    data: bytes | Path
 
 
 def write_outputs(public_dir: Path, outputs: Sequence[Output]) -> list[Path]:
@@ -48,7 +56,8 @@ def write_outputs(public_dir: Path, outputs: Sequence[Output]) -> list[Path]:
                 "reverse); move it away and build again",
                 path=path,
             )
-    return [path for path, data in targets if atomic_write(path, data)]
+    return [path for path, data in targets
+            if atomic_write(path, data.read_bytes() if isinstance(data, Path) else data)]
 
 
 def prune(folder: Path, *, keep: Collection[str], owned: Iterable[str],
@@ -110,6 +119,117 @@ def atomic_write(path: Path, data: bytes) -> bool:
             temp.unlink(missing_ok=True)
     _fsync_folder(path.parent)
     return True
+
+
+class Manifest:
+    """What ``build`` wrote into ``public/``: for each file, the key of what it was made
+    from, and its size and modification time right after the write.
+
+    A planned file whose key is unchanged and that is still as written is not
+    rendered again; a file written before and no longer planned is removed, unless
+    someone changed it since.
+    """
+
+    def __init__(self, public_dir: Path, db: sqlite3.Connection) -> None:
+        self.public_dir = public_dir
+        self._db = db
+        self._rows: dict[str, tuple[str, int, int]] = {
+            relpath: (key, size, mtime_ns)
+            for relpath, key, size, mtime_ns in db.execute(
+                "SELECT relpath, key, size, mtime_ns FROM files"
+            )
+        }
+
+    @classmethod
+    @contextmanager
+    def open(cls, public_dir: Path, cache_dir: Path) -> Iterator[Manifest]:
+        """The manifest kept in ``cache_dir``; leftovers of a killed write are removed."""
+        remove_temporary_files(public_dir)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        path = cache_dir / "public-v1.sqlite"
+        try:
+            db = _connect(path)
+        except sqlite3.DatabaseError:
+            path.unlink(missing_ok=True)  # a manifest that cannot be read is started again
+            db = _connect(path)
+        with closing(db):
+            manifest = cls(public_dir, db)
+            yield manifest
+            db.commit()
+
+    def is_current(self, relpath: str, key: str) -> bool:
+        """Whether ``relpath`` was written from ``key`` and is still as written."""
+        row = self._rows.get(relpath)
+        return row is not None and row[0] == key and self._unchanged(relpath, row)
+
+    def record(self, relpath: str, key: str) -> None:
+        """Remember that ``relpath`` now holds what ``key`` makes."""
+        stat = _target(self.public_dir, relpath).stat()
+        self._rows[relpath] = (key, stat.st_size, stat.st_mtime_ns)
+        self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)",
+                         (relpath, key, stat.st_size, stat.st_mtime_ns))
+
+    def remove_others(self, keep: Collection[str], *, within: str = "") -> list[Path]:
+        """Remove the files this manifest wrote below ``within`` that are not in ``keep``,
+        if still as written; forget them either way. Returns the files removed."""
+        removed: list[Path] = []
+        for relpath, row in sorted(self._rows.items()):
+            if relpath in keep or not relpath.startswith(within):
+                continue
+            if self._unchanged(relpath, row):
+                path = _target(self.public_dir, relpath)
+                path.unlink()
+                removed.append(path)
+                _remove_empty_parents(path.parent, self.public_dir)
+            del self._rows[relpath]
+            self._db.execute("DELETE FROM files WHERE relpath = ?", (relpath,))
+        return removed
+
+    def _unchanged(self, relpath: str, row: tuple[str, int, int]) -> bool:
+        try:
+            stat = _target(self.public_dir, relpath).stat()
+        except OSError:
+            return False
+        return (stat.st_size, stat.st_mtime_ns) == (row[1], row[2])
+
+
+TEMPORARY_FILE_MAX_AGE = 600.0
+"""Seconds after which a temporary file is a leftover: a write takes milliseconds, and
+a younger one may be another process's write in progress (two runs at once)."""
+
+
+def remove_temporary_files(public_dir: Path, *, now: float | None = None) -> list[Path]:
+    """Delete what an interrupted :func:`atomic_write` left: hidden ``.NAME.*.tmp`` files
+    older than :data:`TEMPORARY_FILE_MAX_AGE`."""
+    if not public_dir.is_dir():
+        return []
+    cutoff = (time.time() if now is None else now) - TEMPORARY_FILE_MAX_AGE
+    removed = []
+    for path in public_dir.rglob(".*.tmp"):
+        try:
+            if path.is_symlink() or not path.is_file() or path.stat().st_mtime > cutoff:
+                continue
+            path.unlink()
+        except FileNotFoundError:
+            continue  # its write finished a moment ago
+        removed.append(path)
+    return removed
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=30)
+    db.execute("CREATE TABLE IF NOT EXISTS files (relpath TEXT PRIMARY KEY, key TEXT NOT NULL, "
+               "size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL)")
+    return db
+
+
+def _remove_empty_parents(folder: Path, stop: Path) -> None:
+    while folder != stop and folder.is_relative_to(stop):
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty: someone's files are there, or feedpub's others
+        folder = folder.parent
 
 
 def _target(public_dir: Path, relpath: str) -> Path:

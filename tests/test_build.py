@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -189,7 +190,8 @@ def test_rendering_on_several_processes_gives_the_same_feeds(make_site: SiteFact
     settings = make_site.settings()
     parallel = build(settings, NOW, jobs=2)
     files = outputs(make_site.root)
-    (make_site.root / ".feedpub-cache" / "catalog-v1.sqlite").unlink()
+    shutil.rmtree(make_site.root / ".feedpub-cache")
+    shutil.rmtree(make_site.root / "public")
     serial = build(settings, NOW, jobs=1)
     assert parallel.read == serial.read == 80
     assert parallel.rendered == serial.rendered
@@ -206,15 +208,18 @@ def test_a_deleted_post_leaves_the_feeds(blog: SiteFactory) -> None:
 
 def test_a_corrupt_cache_is_rebuilt_not_trusted(blog: SiteFactory) -> None:
     build(blog.settings(), NOW, jobs=1)
-    (blog.root / ".feedpub-cache" / "catalog-v1.sqlite").write_bytes(b"not a database" * 100)
+    (blog.root / ".feedpub-cache" / "catalog-v2.sqlite").write_bytes(b"not a database" * 100)
     for suffix in ("-wal", "-shm"):
-        (blog.root / ".feedpub-cache" / f"catalog-v1.sqlite{suffix}").unlink(missing_ok=True)
+        (blog.root / ".feedpub-cache" / f"catalog-v2.sqlite{suffix}").unlink(missing_ok=True)
     assert build(blog.settings(), NOW, jobs=1).read == 4
 
 
-def test_a_build_renders_only_the_entries_its_feeds_show(make_site: SiteFactory) -> None:
+def test_without_pages_a_build_renders_only_the_entries_its_feeds_show(
+    make_site: SiteFactory,
+) -> None:
     posts = {f"2025-02-{n:02d}-p{n}.md": post(f"P{n}", f"2025-02-{n:02d}") for n in range(1, 26)}
-    make_site(posts=posts, config=BASIC_CONFIG.replace("limit = 20", "limit = 5"))
+    make_site(posts=posts, config=BASIC_CONFIG.replace("limit = 20", "limit = 5")
+              + "\n[pages]\nenabled = false\n")
     report = build(make_site.settings(), NOW, jobs=1)
     assert (report.read, report.rendered, report.published) == (25, 5, 25)
     titles = [e.title for e in feedparser.parse(outputs(make_site.root)["atom.xml"]).entries]

@@ -39,26 +39,38 @@ def test_every_bad_file_is_reported_and_the_good_ones_kept(make_site: SiteFactor
     assert catalog.files == 5
 
 
-def test_duplicate_slugs_ignore_case_and_name_both_files(make_site: SiteFactory) -> None:
+def test_duplicate_permalinks_ignore_case_and_name_both_files(make_site: SiteFactory) -> None:
     catalog = scanned(make_site, {
         "2024-01-01-hello.md": "first\n",
-        "2024-02-01-Hello.md": "second\n",
-        "2024-03-01-other.md": "---\nslug: HELLO\n---\nthird\n",
+        "2024-01-01-Hello.md": "second\n",
+        "2024-01-01-other.md": "---\nslug: HELLO\n---\nthird\n",
     })
-    assert [ref.source for ref in catalog.readable] == ["content/posts/2024-01-01-hello.md"]
+    assert [ref.source for ref in catalog.readable] == ["content/posts/2024-01-01-Hello.md"]
     assert len(catalog.errors) == 2
     for error in catalog.errors:
         assert error.key == "slug"
-        assert "content/posts/2024-01-01-hello.md" in error.message
+        assert error.message.startswith("permalink '")
+        assert "content/posts/2024-01-01-Hello.md" in error.message
     assert {str(e.path) for e in catalog.errors} == {
-        "content/posts/2024-02-01-Hello.md",
-        "content/posts/2024-03-01-other.md",
+        "content/posts/2024-01-01-hello.md",
+        "content/posts/2024-01-01-other.md",
     }
     # The `slug:` line where there is one; a slug from the file name has no line.
     assert {str(e.path): e.line for e in catalog.errors} == {
-        "content/posts/2024-02-01-Hello.md": None,
-        "content/posts/2024-03-01-other.md": 2,
+        "content/posts/2024-01-01-hello.md": None,
+        "content/posts/2024-01-01-other.md": 2,
     }
+
+
+def test_one_slug_in_different_years_is_two_posts(make_site: SiteFactory) -> None:
+    catalog = scanned(make_site, {
+        "2023-12-31-year-in-review.md": "2023\n",
+        "2024-12-31-year-in-review.md": "2024\n",
+    })
+    assert catalog.errors == []
+    refs = sorted(catalog.readable, key=lambda ref: ref.source)
+    assert [ref.slug for ref in refs] == ["year-in-review", "year-in-review"]
+    assert len({ref.url for ref in refs}) == len({ref.id for ref in refs}) == 2
 
 
 def test_duplicate_ids_name_both_files_and_the_id_line(make_site: SiteFactory) -> None:

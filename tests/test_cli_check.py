@@ -144,3 +144,80 @@ def test_bad_usage_exits_2(make_site: SiteFactory, cli_env: Callable[..., Any]) 
     bad_now = run(site, "--now", "yesterday")
     assert bad_now.exit_code == 2
     assert "--now" in bad_now.output
+
+
+# --- --fix, --diff, --select ----------------------------------------------------------
+
+DOUBLED = (
+    '---\r\ntitle: "Doubled"\r\ndate: 2025-01-05\r\n---\r\n\r\n'
+    "### 一段重要的標題文字一段重要的標題文字\r\n\r\n"
+    "See {{ site.url }}/about/ and {% include x.html %}."
+)
+
+
+def test_diff_prints_what_fix_would_change_and_writes_nothing(
+    make_site: SiteFactory, cli_env: Callable[..., Any]
+) -> None:
+    site = make_site({"2025-01-05-doubled.md": DOUBLED.encode()})
+    path = site / "content/posts/2025-01-05-doubled.md"
+    result = run(site, "--diff", *NOW)
+    assert result.exit_code == 0, result.output
+    assert path.read_bytes() == DOUBLED.encode()
+    assert result.stdout.startswith(
+        "--- a/content/posts/2025-01-05-doubled.md\n+++ b/content/posts/2025-01-05-doubled.md\n"
+    )
+    # CRLF lines stay CRLF in the diff (Result.stdout shows them as LF).
+    assert "-### 一段重要的標題文字一段重要的標題文字\r\n+### 一段重要的標題文字\r\n".encode() in (
+        result.stdout_bytes
+    )
+    assert "+See https://example.com/about/ and {% include x.html %}.\n" in result.stdout
+    assert result.stdout.endswith("\\ No newline at end of file\n")
+    assert "--fix would make 2 fixes in 1 post" in result.stderr
+    assert run(site, "--diff", "--strict", *NOW).exit_code == 1  # the findings still there
+
+
+def test_fix_writes_then_reports_what_is_left(
+    make_site: SiteFactory, cli_env: Callable[..., Any]
+) -> None:
+    site = make_site({"2025-01-05-doubled.md": DOUBLED.encode(), "2025-01-01-clean.md": CLEAN})
+    path = site / "content/posts/2025-01-05-doubled.md"
+    result = run(site, "--fix", "--strict", *NOW)
+    assert result.exit_code == 1, result.output  # the include is left, and --strict
+    assert path.read_bytes() == (
+        '---\r\ntitle: "Doubled"\r\ndate: 2025-01-05\r\n---\r\n\r\n'
+        "### 一段重要的標題文字\r\n\r\n"
+        "See https://example.com/about/ and {% include x.html %}."
+    ).encode()
+    lines = result.output.splitlines()
+    assert lines[0].startswith("content/posts/2025-01-05-doubled.md:6:5: fixed repeated-text: ")
+    assert lines[1].startswith("content/posts/2025-01-05-doubled.md:8:5: fixed template-syntax: ")
+    assert lines[2] == "made 2 fixes in 1 post"
+    left = LINE.match(lines[3])
+    assert left is not None and left["code"] == "template-syntax" and "include" in left["message"]
+    assert lines[4:] == ["0 errors, 1 warning in 2 posts"]
+    again = run(site, "--fix", *NOW)
+    assert again.exit_code == 0
+    assert again.output.splitlines()[0] == "nothing to fix"
+    assert run(site, "--diff", *NOW).stdout == ""
+
+
+def test_select_fixes_only_that_code(make_site: SiteFactory, cli_env: Callable[..., Any]) -> None:
+    site = make_site({"2025-01-05-doubled.md": DOUBLED.encode()})
+    result = run(site, "--fix", "--select", "template-syntax", "--format", "json", *NOW)
+    assert result.exit_code == 0, result.output
+    text = (site / "content/posts/2025-01-05-doubled.md").read_text(encoding="utf-8")
+    assert "https://example.com/about/" in text and "一段重要的標題文字一段重要的標題文字" in text
+    assert [f["code"] for f in json.loads(result.stdout)] == ["repeated-text", "template-syntax"]
+    assert "fixed template-syntax" in result.stderr
+
+
+def test_fix_options_are_checked(make_site: SiteFactory, cli_env: Callable[..., Any]) -> None:
+    site = make_site({"2025-01-05-doubled.md": DOUBLED.encode()})
+    for args in (["--fix", "--diff"], ["--select", "repeated-text"],
+                 ["--fix", "--select", "missing-alt"], ["--fix", "--select", "nonsense"]):
+        result = run(site, *args, *NOW)
+        assert result.exit_code == 2, (args, result.output)
+        assert "Traceback" not in result.output
+    assert (site / "content/posts/2025-01-05-doubled.md").read_bytes() == DOUBLED.encode()
+    both = run(site, "--fix", "--select", "repeated-text,template-syntax", *NOW)
+    assert both.exit_code == 0, both.output

@@ -76,7 +76,8 @@ def test_the_json_document_for_monitoring(known_site: KnownSite) -> None:
                                       "failed": 1, "skipped": 0}
     daily = document["newsletters"][1]
     assert list(daily) == ["name", "title", "schedule", "next_run", "last_edition",
-                           "last_digest", "subscribers", "subscriptions", "retries"]
+                           "last_digest", "subscribers", "subscriptions", "retries",
+                           "heard_back"]
     assert daily["name"] == "daily" and daily["schedule"] == "30 7 * * *"
     assert daily["next_run"] == {"local": "2026-01-06T07:30:00+01:00",
                                  "utc": "2026-01-06T06:30:00Z"}

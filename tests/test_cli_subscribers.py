@@ -325,3 +325,29 @@ def test_a_forgotten_address_may_sign_up_again_through_the_web(
     # Confirming lifted the suppression: adding the address again is an ordinary update.
     again = feedpub(site, "subscribers", "add", "bob@example.com", "--now", NOW)
     assert again.exit_code == 0 and error_lines(again) == []
+
+
+def test_a_local_address_is_refused_with_the_setting_to_change(site: Path) -> None:
+    result = feedpub(site, "subscribers", "add", "user@localhost", "--now", NOW)
+    assert result.exit_code == 1
+    assert error_lines(result) == [
+        "error: 'user@localhost' is a local address (its domain is not on the internet); "
+        "set [mail] allow_local_addresses = true in feedpub.toml to accept such addresses"
+    ]
+
+
+def test_a_site_that_allows_local_addresses_adds_them(
+    make_site: SiteFactory, cli_env: Callable[..., Any], database_url: str
+) -> None:
+    cli_env("FEEDPUB_DATABASE_URL", database_url)
+    site = make_site(config=CONFIG.replace("[mail]", "[mail]\nallow_local_addresses = true"))
+    result = feedpub(site, "subscribers", "add", "user@localhost", "Ada <ada@MailHost>",
+                     "not an address@localhost", "--now", NOW)
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        "added user@localhost (pending, weekly)",
+        "added ada@mailhost (pending, weekly)",
+    ]
+    assert error_lines(result)[0].startswith(
+        "error: 'not an address@localhost' is not a valid email address:"
+    )

@@ -58,12 +58,15 @@ def test_a_table_the_file_leaves_out_has_the_dataclass_defaults(make_site: SiteF
 
 def test_the_known_keys_are_the_dataclass_fields() -> None:
     assert KNOWN_KEYS[""] == {
-        "site", "feed", "mail", "database", "web", "scheduler", "newsletter",
+        "site", "feed", "mail", "database", "web", "scheduler", "newsletter", "bounces",
+        "pages",
     }
     assert KNOWN_KEYS["site.author"] == {"name", "email"}
     assert KNOWN_KEYS["mail"] == {
         "from", "reply_to", "transport", "rate_limit", "envelope_from", "postal_address",
         "max_html_bytes", "dkim_selector", "dkim_domain", "dkim_key_file",
+        "verp_domain", "verp_local_part", "soft_bounce_limit", "soft_bounce_days",
+        "allow_local_addresses",
     }
     assert KNOWN_KEYS["scheduler"] == {"misfire_grace_hours", "tick_seconds"}
 
@@ -330,8 +333,9 @@ def test_language_tags_without_a_catalog_are_accepted(make_site: SiteFactory, ta
 
 
 MAIL_KEYS = (
-    "dkim_domain, dkim_key_file, dkim_selector, envelope_from, from, max_html_bytes, "
-    "postal_address, rate_limit, reply_to, transport"
+    "allow_local_addresses, dkim_domain, dkim_key_file, dkim_selector, envelope_from, from, "
+    "max_html_bytes, postal_address, rate_limit, reply_to, soft_bounce_days, "
+    "soft_bounce_limit, transport, verp_domain, verp_local_part"
 )
 
 
@@ -398,7 +402,8 @@ def test_an_unknown_key_in_the_second_newsletter_points_at_its_line(
     ("header", "key", "hint"),
     [
         ("[feeds]", "feeds", "did you mean 'feed'?"),
-        ("[smtp]", "smtp", "known: database, feed, mail, newsletter, scheduler, site, web"),
+        ("[smtp]", "smtp", "known: bounces, database, feed, mail, newsletter, pages, "
+                           "scheduler, site, web"),
         ("[site.social]", "site.social", "known: "),
     ],
 )

@@ -287,11 +287,29 @@ def test_targets_that_exist_or_cannot_be_resolved_locally_pass(make_site: SiteFa
         files={
             "content/posts/trip/harbour.jpg": b"jpg",
             "content/posts/trip/my map.png": b"png",
-            "logo.svg": "<svg/>",
+            "static/logo.svg": "<svg/>",
         },
     )
     report = lint_site(make_site.settings(), NOW)
     assert "missing-file" not in codes(list(report.findings))
+
+
+def test_a_file_that_would_not_be_published_is_missing(make_site: SiteFactory) -> None:
+    body = "\n![Logo](/logo.svg) ![Notes](../../notes.png)\n"
+    make_site({"2025-01-01-a.md": FRONT + body},
+              files={"logo.svg": "<svg/>", "notes.png": b"png"})
+    findings = lint_site(make_site.settings(), NOW).findings
+    # Both files are in the site folder, but only static/ and content/ are published.
+    assert [f.code for f in findings if f.code == "missing-file"] == ["missing-file"] * 2
+
+
+def test_with_pages_left_to_another_tool_the_site_folder_counts(
+    make_site: SiteFactory,
+) -> None:
+    body = "\n![Logo](/logo.svg)\n"
+    make_site({"2025-01-01-a.md": FRONT + body}, files={"logo.svg": "<svg/>"},
+              config=BASIC_CONFIG + "\n[pages]\nenabled = false\n")
+    assert "missing-file" not in codes(list(lint_site(make_site.settings(), NOW).findings))
 
 
 def test_footnotes_are_not_link_definitions(make_site: SiteFactory) -> None:
@@ -360,7 +378,7 @@ def test_images_without_alt_text(make_site: SiteFactory) -> None:
 # --- math ----------------------------------------------------------------------
 
 
-def test_math_shows_as_written(make_site: SiteFactory) -> None:
+def test_math_that_renders_is_no_finding(make_site: SiteFactory) -> None:
     body = """
     Energy is $E=mc^2$, and the sum is
 
@@ -370,11 +388,27 @@ def test_math_shows_as_written(make_site: SiteFactory) -> None:
 
     with \\(x^2\\) and \\[ \\int_0^1 x\\,dx \\].
     """
+    assert "unrendered-math" not in codes(lint(make_site, body))
+
+
+def test_math_that_cannot_be_rendered(make_site: SiteFactory) -> None:
+    body = """
+    Energy is $E=mc^2$, and the sum is
+
+    $$
+    \\sum_{i=1}^n i = \\frac{n(n+1)}{2
+    $$
+
+    with \\(\\foo{x}\\) and \\[ \\int_0^1 x\\,dx \\].
+
+    <div>In HTML: $y^2$</div>
+    """
     findings = lint(make_site, body)
     lines = (FRONT + dedent(body)).split("\n")
     math = [f for f in findings if f.code == "unrendered-math"]
-    assert [(f.line, f.column) for f in math] == [(6, column_of(lines[5], "$"))]
-    assert "$E=mc^2$" in math[0].message and "3 more" in math[0].message
+    assert [(f.line, f.column) for f in math] == [(8, column_of(lines[7], "$$"))]
+    assert "\\sum_{i=1}" in math[0].message and "2 more" in math[0].message
+    assert "closing" in math[0].message  # the converter's reason
 
 
 @pytest.mark.parametrize(
@@ -484,7 +518,7 @@ def test_what_the_build_cannot_read_is_an_error(make_site: SiteFactory) -> None:
         "2025-01-01-broken.md": '---\ntitle: "Broken\ndate: 2025-01-01\n---\nText.\n',
         "2025-01-02-latin1.md": b'---\ntitle: "Caf\xe9"\ndate: 2025-01-02\n---\nText.\n',
         "2025-01-03-a.md": '---\ntitle: "A"\ndate: 2025-01-03\nslug: same\n---\nA.\n',
-        "2025-01-04-b.md": '---\ntitle: "B"\ndate: 2025-01-04\n\nslug: same\n---\nB.\n',
+        "2025-01-04-b.md": '---\ntitle: "B"\ndate: 2025-01-03\n\nslug: same\n---\nB.\n',
         "2025-01-05-fine.md": '---\ntitle: "Fine"\ndate: 2025-01-05\n---\nFine.\n',
     })
     report = lint_site(make_site.settings(), NOW)

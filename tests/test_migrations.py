@@ -30,11 +30,15 @@ from feedpub.store import (
     open_store,
     subscriber_for_token,
 )
+from feedpub.store.events import Target, add_event, claim_report, target_by_message_id
 from feedpub.store.migrate import current_revision, upgrade
 from feedpub.store.schema import (
+    EventKind,
     announced_entries,
     deliveries,
+    delivery_events,
     editions,
+    inbound_reports,
     metadata,
     send_rate,
     subscriber_events,
@@ -128,7 +132,7 @@ def test_upgrading_from_the_first_revision_keeps_every_row(database_url: str) ->
 
     with open_store(database_url) as store:
         with store.read() as conn:
-            assert current_revision(conn) == head_revision() == "0003"
+            assert current_revision(conn) == head_revision() == "0007"
             after = {table.name: _rows(conn, table, list(rows[0])) for table, rows in OTHER_ROWS}
             after["subscribers"] = _rows(conn, subscribers, first_subscriber_columns)
             keys = conn.execute(sa.select(subscribers.c.token_key)).scalars().all()
@@ -177,7 +181,7 @@ def test_upgrading_from_0002_keeps_every_row_and_starts_with_nothing_suppressed(
 
     with open_store(database_url) as store:
         with store.read() as conn:
-            assert current_revision(conn) == "0003"
+            assert current_revision(conn) == head_revision()
             after = {t.name: _rows(conn, t, [c.name for c in t.c]) for t in tables}
             assert conn.execute(sa.select(sa.func.count()).select_from(
                 suppressed_addresses)).scalar() == 0
@@ -189,6 +193,49 @@ def test_upgrading_from_0002_keeps_every_row_and_starts_with_nothing_suppressed(
             forget_subscriber(conn, wang.id, now=T3)
         with pytest.raises(SuppressedAddress, match=r"王@例子\.中国"), store.write() as conn:
             add_subscriber(conn, "王@例子.中国", now=T3)
+
+
+def test_upgrading_from_0003_keeps_every_row_and_starts_with_no_delivery_events(
+    database_url: str,
+) -> None:
+    engine = create_store_engine(database_url)
+    tables = [subscribers, subscriber_events, suppressed_addresses,
+              *(table for table, _ in OTHER_ROWS)]
+    try:
+        assert upgrade(engine, "0003") == "0003"
+        with engine.begin() as conn:
+            conn.execute(subscribers.insert(), [
+                {**row, "token_key": f"{row['id']:032x}"} for row in SUBSCRIBER_ROWS
+            ])
+            for table, rows in OTHER_ROWS:
+                conn.execute(table.insert(), rows)
+            conn.execute(suppressed_addresses.insert(), [
+                {"hash": "ab" * 32, "reason": "forgotten", "at": T2},
+            ])
+        with engine.connect() as conn:
+            before = {t.name: _rows(conn, t, [c.name for c in t.c]) for t in tables}
+    finally:
+        engine.dispose()
+
+    with open_store(database_url) as store:
+        with store.read() as conn:
+            after = {t.name: _rows(conn, t, [c.name for c in t.c]) for t in tables}
+            for table in (delivery_events, inbound_reports):
+                assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
+            # The new index finds a delivery by the Message-ID a bounce quotes.
+            assert target_by_message_id(conn, "<1@example.com>") == Target(1, 1, 1)
+        assert after == before
+        with store.write() as conn:
+            assert claim_report(conn, "mail:<b@x>", "dsn", now=T3, outcome="events")
+            add_event(conn, Target(3, 2, 1), kind=EventKind.HARD, source="dsn", at=T3,
+                      status_code="5.1.1", reason="550 bob@example.org unknown",
+                      report_key="mail:<b@x>")
+            assert not claim_report(conn, "mail:<b@x>", "dsn", now=T3, outcome="events")
+            forget_subscriber(conn, 3, now=T3)
+        with store.read() as conn:
+            rows = conn.execute(sa.select(delivery_events.c.kind, delivery_events.c.reason,
+                                          delivery_events.c.edition_id)).all()
+        assert [tuple(r) for r in rows] == [("hard", "", 1)]
 
 
 def test_a_database_from_a_newer_feedpub_is_refused(database_url: str) -> None:
@@ -244,7 +291,7 @@ def test_db_upgrade_command(make_site: SiteFactory, cli_env: Callable[..., Any])
     runner = CliRunner()
     first = runner.invoke(main, ["--site", str(site), "db", "upgrade"])
     assert first.exit_code == 0, first.output
-    assert "from 0001 to 0003" in first.stdout
+    assert "from 0001 to 0007" in first.stdout
     second = runner.invoke(main, ["--site", str(site), "db", "upgrade"])
     assert second.exit_code == 0
-    assert "already at the latest revision (0003)" in second.stdout
+    assert "already at the latest revision (0007)" in second.stdout

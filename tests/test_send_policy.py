@@ -95,7 +95,7 @@ def test_an_outage_puts_every_server_failure_back_without_counting_an_attempt() 
     assert record == []
     assert [c.delivery_id for c in put_back] == [1, 2, 3, 4, 5]
     assert watch.outage == "cannot connect"
-    assert watch.settle() == []
+    assert watch.settle() == ([], [])
 
 
 def test_server_failures_followed_by_an_answer_are_the_messages_own() -> None:
@@ -112,4 +112,34 @@ def test_a_skip_is_no_answer_from_the_server() -> None:
     watch = OutageWatch(outage_after=2)
     lost, left = refusal(None, delivery_id=1), outcome("skipped", delivery_id=2)
     assert watch.sort([lost, left]) == ([left], [])
-    assert watch.settle() == [lost]  # the run ends without an outage: recorded
+    assert watch.settle(lambda: None) == ([lost], [])  # the server answers a probe: recorded
+
+
+def test_a_run_that_ends_on_one_server_failure_is_an_outage_when_the_probe_fails() -> None:
+    # One pending message is as much an outage as a thousand: the rule is not a count.
+    watch = OutageWatch(outage_after=3)
+    lost = refusal(None, delivery_id=1)
+    assert watch.sort([lost]) == ([], [])
+    assert watch.settle(lambda: "cannot connect to smtp://127.0.0.1:1") == ([], [lost.claim])
+    assert watch.outage == "cannot connect to smtp://127.0.0.1:1"
+
+
+def test_a_success_that_was_already_under_way_does_not_clear_a_421() -> None:
+    # Four connections: the server starts answering 421 while a transaction on another
+    # connection is finishing; that success began before the 421s, so they stay suspects.
+    watch = OutageWatch(outage_after=3)
+    closing = [
+        Outcome(claim(i), "temporary", AT, reply="421 closing", server_problem=True,
+                began=1.0, ended=2.0 + i)
+        for i in (1, 2)
+    ]
+    finishing = Outcome(claim(3), "sent", AT, reply="250 ok", began=0.5, ended=4.5)
+    assert watch.sort([closing[0], finishing, closing[1]]) == ([finishing], [])
+    later = Outcome(claim(4), "temporary", AT, reply="421 closing", server_problem=True,
+                    began=4.0, ended=5.0)
+    assert watch.sort([later]) == ([], [c.claim for c in closing] + [later.claim])
+    assert watch.outage == "421 closing"
+    # A transaction that begins after a failure and succeeds does clear it.
+    fresh = OutageWatch(outage_after=3)
+    after = Outcome(claim(5), "sent", AT, reply="250 ok", began=10.0, ended=11.0)
+    assert fresh.sort([closing[0], after]) == ([closing[0], after], [])

@@ -8,15 +8,18 @@ import mailbox
 import multiprocessing
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dkim
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
+from feedpub.cli import main
 from feedpub.config import parse_transport
 from feedpub.digest import make_editions
 from feedpub.mail.transports import open_transport
@@ -204,6 +207,35 @@ def test_a_server_that_is_down_loses_nothing(mail: Mail) -> None:
     restart(mail.smtp)
     assert mail.send().sent == 12  # the next run, at the same moment
     assert mail.smtp.recorder.count_by_recipient() == {reader: 1 for reader in readers}
+
+
+def test_one_pending_message_and_a_server_that_is_down_is_an_outage(
+        mail: Mail, cli_env: Callable[..., Any]) -> None:
+    # The outage rule is not a count: one message meets a server that is down, the run
+    # ends, a probe finds the server still down: an outage (exit 1, a line on stderr).
+    queue_digest(mail, ["only@example.org"])
+    mail.smtp.controller.stop()
+    report = mail.send(concurrency=4, outage_after=3)
+    assert report.outage is not None and "cannot connect" in report.outage
+    assert (report.sent, report.retrying, report.queued, report.ok) == (0, 0, 1, False)
+    assert mail.rows()["only@example.org"][1:3] == ("queued", 0)  # no attempt counted
+    down = CliRunner().invoke(main, ["--site", str(mail.site.root), "digest", "send",
+                                     "--now", mail.clock().isoformat()],
+                              env={"FEEDPUB_DATABASE_URL": mail.site.database_url})
+    assert down.exit_code == 1, down.output
+    assert "error: the mail server is unreachable" in down.stderr
+    assert "1 message(s) stay queued" in down.stderr
+    restart(mail.smtp)
+    assert mail.send().sent == 1
+
+
+def test_an_outage_reports_every_message_still_queued(mail: Mail) -> None:
+    queue_digest(mail, [f"r{i}@example.org" for i in range(200)])
+    mail.smtp.stop()
+    report = mail.send(concurrency=2, batch_size=100)
+    assert report.outage is not None
+    assert report.queued == 200  # not only the 100 of the batch that was claimed
+    assert mail.statuses() == {"queued": 200}
 
 
 def test_421_closing_channel_is_an_outage_not_a_retry_for_everyone(mail: Mail) -> None:

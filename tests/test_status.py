@@ -151,7 +151,7 @@ def test_counts_of_a_known_store(known_site: KnownSite) -> None:
 def test_the_json_document(known_site: KnownSite) -> None:
     document = status_document(site_status(known_site.settings, known_site.store, NOW))
     assert list(document) == ["version", "generated_at", "timezone", "database", "subscribers",
-                              "deliveries", "retries", "newsletters"]
+                              "deliveries", "retries", "newsletters", "audience"]
     assert document["version"] == 1 and document["generated_at"] == "2026-01-05T10:00:00Z"
     assert document["timezone"] == "Europe/Berlin"
     assert document["retries"] == {"count": 1, "next_attempt_at": "2026-01-05T08:02:00Z"}
@@ -167,6 +167,8 @@ def test_the_json_document(known_site: KnownSite) -> None:
         "entries": 1,
         "deliveries": {"queued": 0, "sending": 0, "sent": 2, "retrying": 1, "failed": 1,
                        "skipped": 0},
+        "heard_back": {"sent": 2, "hard_bounces": 0, "soft_bounces": 0, "complaints": 0,
+                       "bounce_rate": 0.0, "complaint_rate": 0.0, "flags": []},
     }
     assert "News of the week" in weekly["last_digest"]["subject"]
     assert weekly["subscriptions"] == {"digest": 4, "instant": 1}

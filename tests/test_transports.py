@@ -525,19 +525,24 @@ def test_maildir_delivers_files_that_mailbox_reads(tmp_path: Path) -> None:
     assert isinstance(transport, MaildirTransport)
     with transport:
         first = transport.send(BOUNCES, "zoe@example.org", make_message("Zoë <zoe@example.org>"))
-        transport.send("bounces@example.com", "用户@例子.中国", make_message(subject="two"))
+        transport.send("bounces@example.com", "user@例子.中国", make_message(subject="two"))
+        with pytest.raises(DeliveryError) as refused:
+            transport.send("bounces@example.com", "用户@例子.中国", make_message())
+    assert refused.value.permanent is True and "SMTPUTF8" in str(refused.value)
     assert first.code == 250
     files = sorted((outbox / "new").iterdir())
     assert len(files) == 2
     assert str(files[0]) in first.reply or str(files[1]) in first.reply
     assert list((outbox / "tmp").iterdir()) == []
     messages = {m["Delivered-To"]: m for m in read_maildir(outbox)}
-    assert set(messages) == {"zoe@example.org", "用户@例子.中国"}
+    # The trace lines are ASCII: an IDN domain in its IDNA form, as on the wire.
+    assert set(messages) == {"zoe@example.org", "user@xn--fsqu00a.xn--fiqs8s"}
+    assert all(b"".join(path.read_bytes().splitlines()[:2]).isascii() for path in files)
     zoe = messages["zoe@example.org"]
     assert zoe["Return-Path"] == "<bounces@example.com>"
     assert zoe["To"] == "Zoë <zoe@example.org>"
     assert zoe.get_content().startswith("第一段：中文没有空格。🇨🇳")
-    assert messages["用户@例子.中国"]["Subject"] == "two"
+    assert messages["user@xn--fsqu00a.xn--fiqs8s"]["Subject"] == "two"
     raw = files[0].read_bytes()
     assert b"\r\n" not in raw
     assert raw.endswith(b"\n..and one with two\n.\nLast line\n")

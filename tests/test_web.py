@@ -67,6 +67,9 @@ rate_limit = 0
 url = "https://news.example.com/"
 confirm_days = 3
 
+[pages]
+enabled = false  # serve on a feeds-only site; tests/test_pages.py serves the pages
+
 [[newsletter]]
 name = "weekly"
 title = "The Weekly"
@@ -896,3 +899,20 @@ def test_serve_help_teaches(cli_env: object) -> None:
     assert result.exit_code == 0
     for text in ("--host", "--port", "--forwarded-allow-ips", "feedpub --site mysite serve"):
         assert text in result.output
+
+
+# --- serve follows the latest build -------------------------------------------------------
+
+
+def test_a_build_shows_its_new_categories_without_a_restart(sqlite_web: Web) -> None:
+    def offered() -> list[str]:
+        page = lxml.html.fromstring(sqlite_web.client.get("/subscribe").text)
+        return [str(box) for box in page.xpath('//input[@name="category"]/@value')]
+
+    assert offered() == ["Python", "機器學習", "🎉"]
+    (sqlite_web.settings.posts_dir / "2026-02-01-rust.md").write_text(
+        "---\ntitle: Rust\ncategories: [Rust]\n---\nBorrowing.\n", encoding="utf-8"
+    )
+    sqlite_web.clock.advance(seconds=5)  # well within the list's time to live
+    build(sqlite_web.settings, sqlite_web.clock.now)
+    assert offered() == ["Python", "Rust", "機器學習", "🎉"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,33 @@ def test_prune_removes_only_owned_files_of_folders_no_longer_kept(tmp_path: Path
     assert (folder / "kept" / "atom.xml").exists()
     assert not (folder / "kept" / "rss.xml").exists()
     assert (folder / "mine" / "notes.txt").exists()
+
+
+def test_leftovers_of_a_killed_write_go_and_a_write_in_progress_stays(tmp_path: Path) -> None:
+    public = tmp_path / "public"
+    (public / "a").mkdir(parents=True)
+    old = public / "a" / ".atom.xml.k3j2.tmp"
+    fresh = public / ".rss.xml.x9q1.tmp"
+    mine = public / "notes.tmp"
+    for path in (old, fresh, mine):
+        path.write_bytes(b"half")
+    os.utime(old, (1_000_000, 1_000_000))
+
+    assert writer.remove_temporary_files(public) == [old]
+    assert fresh.exists() and mine.exists()
+
+
+def test_the_manifest_removes_only_files_still_as_written(tmp_path: Path) -> None:
+    public, cache = tmp_path / "public", tmp_path / "cache"
+    writer.write_outputs(public, [Output("a/index.html", b"a"), Output("b/index.html", b"b")])
+    with writer.Manifest.open(public, cache) as manifest:
+        manifest.record("a/index.html", "key-a")
+        manifest.record("b/index.html", "key-b")
+    assert (public / "b/index.html").write_bytes(b"changed by hand")
+    with writer.Manifest.open(public, cache) as manifest:
+        assert manifest.is_current("a/index.html", "key-a")
+        assert not manifest.is_current("a/index.html", "other key")
+        assert not manifest.is_current("b/index.html", "key-b")
+        assert manifest.remove_others(keep=set()) == [public / "a/index.html"]
+    assert not (public / "a").exists()
+    assert (public / "b/index.html").read_bytes() == b"changed by hand"

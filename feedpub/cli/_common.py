@@ -19,7 +19,10 @@ from feedpub.config import Settings, load_settings
 from feedpub.errors import ConfigError, FeedpubError
 
 _COMMAND_MODULES = {
+    "admin": "admin", "audience": "audience",
+    "bounces": "bounces",
     "build": "build", "init": "build", "check": "check", "db": "db", "digest": "digest",
+    "embed": "embed",
     "worker": "digest", "preview": "preview", "schedule": "schedule", "serve": "serve",
     "status": "status", "subscribers": "subscribers",
 }

@@ -17,16 +17,25 @@ from feedpub.scaffold import init_site
 @click.option("--title", default="My feedpub site", show_default=True, help="The site's title.")
 @click.option("--url", default="https://example.com/", show_default=True,
               help="Where public/ will be served.")
-def init(directory: Path, title: str, url: str) -> None:
-    """Create a site in DIRECTORY: feedpub.toml, a first post, a secret.
+@click.option("--feeds-only", is_flag=True,
+              help="Leave the web pages to another tool (Jekyll, Hugo): feedpub writes the "
+                   "feeds, and the newsletter's edition pages, and nothing else.")
+def init(directory: Path, title: str, url: str, feeds_only: bool) -> None:
+    """Create a site in DIRECTORY: feedpub.toml, a first post, a secret, a static/
+    folder for files to publish as they are.
+
+    With pages on (the default), `feedpub build` also writes the publication's
+    web pages: each post, the home page, an archive, a page per category and per
+    newsletter. A site that already has Jekyll or Hugo pages takes --feeds-only.
 
     \b
     Example:
         feedpub init mysite --title "Ada's notes" --url https://ada.example/
         feedpub --site mysite build
+        feedpub init blog-feeds --feeds-only     # the pages come from Jekyll
     """
     now = parse_now(None)
-    for path in init_site(directory, now=now, title=title, url=url):
+    for path in init_site(directory, now=now, title=title, url=url, pages=not feeds_only):
         click.echo(f"wrote {path}")
     click.echo(f"next: feedpub --site {directory} build")
 
@@ -38,13 +47,18 @@ def init(directory: Path, title: str, url: str) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Print errors only (for cron).")
 @click.pass_context
 def build(ctx: click.Context, now: str | None, jobs: int | None, quiet: bool) -> None:
-    """Render the posts and write the feeds into public/.
+    """Render the posts and write the feeds and pages into public/.
 
     \b
     Writes public/atom.xml, rss.xml, feed.json, feed.xsl and
-    public/categories/<slug>/atom.xml and rss.xml. Only posts that changed
-    are rendered again. A post that cannot be read is reported on stderr
-    and left out; the rest is still built, and the exit status is 1.
+    public/categories/<slug>/atom.xml and rss.xml. With [pages] on, also
+    each post at its permalink, index.html, archive/, categories/<slug>/,
+    editions/<newsletter>/, 404.html, sitemap.xml, robots.txt, style.css,
+    and the files beside posts, static/ and content/images/ where their
+    links resolve. Only what changed is rendered or copied again; the page
+    of a post that is gone is removed, and nothing else in public/.
+    A post that cannot be read is reported on stderr and left out; the
+    rest is still built, and the exit status is 1.
 
     \b
     Example:

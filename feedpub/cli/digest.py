@@ -85,10 +85,17 @@ def _print_send(report: SendReport) -> None:
         click.echo(f"failed: … and {report.failed - len(report.failures)} more", err=True)
     if report.outage:
         click.echo(
-            f"error: the mail server is unreachable ({report.outage}); {report.returned} "
+            f"error: the mail server is unreachable ({report.outage}); {report.queued} "
             "message(s) stay queued for the next run",
             err=True,
         )
+
+
+def _print_closing(transport: object) -> None:
+    """What closing the mail server's connections had to cut short (a QUIT unanswered)."""
+    note = getattr(transport, "closing_note", None)
+    if note:
+        click.echo(f"note: {note}", err=True)
 
 
 @digest.command("send")
@@ -158,6 +165,7 @@ def send(
             )
     finally:
         store.close()
+    _print_closing(transport)
     _print_report(report.digest)
     made = f"{len(report.digest.made)} edition(s) made"
     if report.send is None:
@@ -258,5 +266,6 @@ def worker(
                 stop.wait(poll * (6 if report.outage else 1))
     finally:
         store.close()
+    _print_closing(transport)
     if once and failed:
         ctx.exit(1)

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, now: str | None) -> None:
     """Show each newsletter's next run, its last edition and how its delivery went,
-    its subscribers, and the deliveries waiting for a retry.
+    its subscribers, the deliveries waiting for a retry, and the site's audience
+    (email subscribers and feed readers, once readers have been counted).
 
     Reads the database without changing it (a site without one shows zeros).
 
@@ -44,8 +45,23 @@ def status(ctx: click.Context, as_json: bool, now: str | None) -> None:
         subscribers           {pending, active, unsubscribed, bounced}
         subscriptions         active subscribers by mode: {digest, instant}
         retries               {count, next_attempt_at}
+        heard_back            bounces and complaints of the last 30 days:
+                              {sent, hard_bounces, soft_bounces, complaints,
+                               bounce_rate, complaint_rate, flags[]}; each
+                              edition above carries the same for itself.
+                              flags: complaints-over-0.1%, complaints-over-0.3%
+                              (Gmail's limits), bounces-over-2%
+      audience:
+        email_subscribers     active subscribers
+        feed_readers          {services {NAME: subscribers}, other_readers,
+                               day, complete, total,
+                               feeds[] {path, services, other_readers, total}}
+        total                 email_subscribers + feed_readers.total
     kind is digest, post (instant), baseline (first run), empty (nothing new)
     or missed (noticed after scheduler.misfire_grace_hours).
+    services: the latest count each aggregator stated per feed in the last 30
+    days, added up over the feeds. other_readers: distinct other readers on
+    day (UTC), the last complete day counted, else today (complete false).
 
     \b
     Examples:
@@ -115,6 +131,28 @@ def _print_table(result: SiteStatus, title: str) -> None:
                 str(readers) if first else "",
             )
     console.print(table)
+    for newsletter in result.newsletters:
+        rates = newsletter.heard_back.rates
+        if rates.hard or rates.soft or rates.complaints:
+            flags = "".join(f"  [{flag}]" for flag in newsletter.heard_back.flags)
+            console.print(
+                f"{newsletter.name}, last 30 days: {rates.sent} sent, {rates.hard} hard "
+                f"bounces ({rates.bounce_rate:.2%}), {rates.soft} soft, {rates.complaints} "
+                f"complaints ({rates.complaint_rate:.2%}){flags}", markup=False,
+            )
+    if result.audience.feeds.total:
+        console.print(_audience_line(result), markup=False)
+
+
+def _audience_line(result: SiteStatus) -> str:
+    audience = result.audience
+    feeds = audience.feeds
+    parts = [f"{name} {count}" for name, count in feeds.services.items()]
+    if feeds.day is not None:
+        partial = "" if feeds.complete else ", so far"
+        parts.append(f"{feeds.others} other readers on {feeds.day:%Y-%m-%d}{partial}")
+    return (f"audience: {audience.total} = {audience.email} by email + {feeds.total} by feed "
+            f"({', '.join(parts)})")
 
 
 def _local(moment: datetime | None, result: SiteStatus, *, year: bool = False) -> str:

@@ -31,6 +31,7 @@ from feedpub.store import (
     import_subscribers,
     iter_subscribers_with_subscriptions,
     open_store,
+    parse_address,
     set_subscription,
     unsubscribe_subscriber,
 )
@@ -106,9 +107,12 @@ def add_command(
     with _store(settings) as store:
         for email in emails:
             try:
+                address = parse_address(
+                    email, allow_local=settings.mail.allow_local_addresses
+                )
                 with store.write() as conn:
                     result = add_subscriber(
-                        conn, email, now=at, name=name, status=status, source=Source.CLI,
+                        conn, address, now=at, name=name, status=status, source=Source.CLI,
                         resubscribe=resubscribe,
                     )
                     if not result.refused:

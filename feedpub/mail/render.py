@@ -24,7 +24,7 @@ from lxml import etree
 from markupsafe import Markup
 from premailer import Premailer
 
-from feedpub import templating, urls
+from feedpub import mathml, templating, urls
 from feedpub.config import NewsletterConfig, Settings
 from feedpub.entries import Entry
 from feedpub.errors import ConfigError
@@ -191,7 +191,9 @@ class _EditionRenderer:
         self.env = template_environment(settings, self.language)
         self.full_content = kind == "post" or newsletter.full_content
         self.bodies = {
-            e.id: (_email_ready(e.content_html), _email_ready(e.summary_html)) for e in entries
+            e.id: (_email_ready(e.content_html, settings.site.url),
+                   _email_ready(e.summary_html, settings.site.url))
+            for e in entries
         }
         self.web_path = urls.edition_path(newsletter.name, edition_id)
         self.web_url = settings.site.url + self.web_path
@@ -438,10 +440,12 @@ def _unique(entries: Iterable[Entry]) -> list[Entry]:
     return unique
 
 
-def _email_ready(fragment: str) -> Markup:
-    """Wide tables scroll inside a box; every image has alt text."""
+def _email_ready(fragment: str, site_url: str) -> Markup:
+    """Wide tables scroll inside a box; every image has alt text; formulas are images
+    (mail clients drop MathML)."""
     if not fragment.strip():
         return Markup("")
+    fragment = mathml.email_math(fragment, site_url)
     container = lxml.html.fragment_fromstring(fragment, create_parent="div")
     for table in list(container.iter("table")):
         parent = table.getparent()

@@ -61,6 +61,11 @@ class Transport(Protocol):
 
     def close(self) -> None: ...
 
+    def probe(self) -> str | None:
+        """None when messages can be handed over now, else why not (a closing run asks
+        after server failures whether the server is down)."""
+        return None
+
     def __enter__(self) -> Self:
         return self
 
@@ -152,8 +157,16 @@ class MaildirTransport(Transport):
         self._sequence = itertools.count()
 
     def send(self, envelope_from: str, recipient: str, message: bytes) -> SendResult:
-        sender = _bare_address(envelope_from, "envelope sender")
-        rcpt = _bare_address(recipient, "recipient")
+        # Header lines are ASCII: an IDN domain goes in its IDNA form, as on the wire; a
+        # non-ASCII local part has no ASCII form (SMTPUTF8 only), as with an SMTP server
+        # that does not offer SMTPUTF8.
+        sender = _envelope_address(envelope_from, "envelope sender").address
+        rcpt = _envelope_address(recipient, "recipient").address
+        if not (sender + rcpt).isascii():
+            raise DeliveryError(
+                f"{recipient}: a non-ASCII local part needs SMTPUTF8, which a Maildir "
+                "trace header cannot carry", permanent=True,
+            )
         trace = f"Return-Path: <{sender}>\nDelivered-To: {rcpt}\n".encode()
         name = self._unique_name()
         temporary = self.path / "tmp" / name
@@ -215,17 +228,28 @@ class _Refused(Exception):
         self.reply = _reply_text(reply)
 
 
-class _Disconnected(Exception):
-    """The connection broke; ``accepted_maybe`` if it broke after the message was sent."""
+def _timed_out(error: BaseException) -> bool:
+    """Whether ``error`` (or what smtplib turned into it) is a socket timeout."""
+    while error is not None:
+        if isinstance(error, TimeoutError):
+            return True
+        if "timed out" in str(error):
+            return True
+        error = error.__context__  # type: ignore[assignment]
+    return False
 
-    def __init__(self, command: str, cause: BaseException) -> None:
+
+class _Disconnected(Exception):
+    """The connection broke; ``accepted_maybe`` if it broke after the message was sent
+    (after the server's 354, while the message or its final reply was on the way)."""
+
+    def __init__(self, command: str, cause: BaseException, *, accepted_maybe: bool = False
+                 ) -> None:
         super().__init__(command, cause)
         self.command = command
         self.cause = cause
-
-    @property
-    def accepted_maybe(self) -> bool:
-        return self.command == "DATA"
+        self.accepted_maybe = accepted_maybe
+        self.timed_out = _timed_out(cause)
 
 
 class SmtpTransport(Transport):
@@ -236,6 +260,14 @@ class SmtpTransport(Transport):
     that the server closed while idle is noticed at ``MAIL FROM``; the message
     is then retried once on a new connection. A refused message is followed by
     ``RSET`` so that the connection stays usable.
+
+    A server that stalls costs one ``timeout``, not one per message: after a
+    timeout the transport holds the server for unresponsive for ``timeout``
+    seconds, and every send meanwhile fails at once (temporary, "no answer
+    within T s"), so a run sees an outage and ends. :meth:`close` says QUIT on
+    all idle connections at once and waits at most ``timeout`` for the answers
+    (none when the server was unresponsive); :attr:`closing_note` says what it
+    had to cut short.
     """
 
     def __init__(self, config: SmtpConfig, *, ssl_context: ssl.SSLContext | None = None) -> None:
@@ -248,8 +280,12 @@ class SmtpTransport(Transport):
             self._slots.put(None)
         self._lock = threading.Lock()
         self._closed = False
+        self._unresponsive: tuple[float, str] | None = None
+        """Until when (``time.monotonic()``) sends fail at once, and why."""
         self.connections_opened = 0
         """How many connections this transport has opened (for tests and reports)."""
+        self.closing_note: str | None = None
+        """After :meth:`close`: connections that did not answer QUIT in time, if any."""
 
     def send(self, envelope_from: str, recipient: str, message: bytes) -> SendResult:
         sender = _sender_address(envelope_from, "envelope sender")
@@ -258,12 +294,16 @@ class SmtpTransport(Transport):
         connection = self._acquire()
         try:
             for attempt in (1, 2):
+                self._fail_fast()
                 if connection is None:
                     connection = self._connect()
                 try:
                     return self._transaction(connection, sender, rcpt, payload)
                 except _Disconnected as lost:
-                    if lost.accepted_maybe or attempt == 2:
+                    if lost.timed_out:
+                        self._stalled(f"{self.config.describe()}: no answer to {lost.command} "
+                                      f"within {self.config.timeout:g} s")
+                    if lost.accepted_maybe or lost.timed_out or attempt == 2:
                         raise self._lost(lost, recipient) from None
                 except _Refused as refused:
                     # A 421 to MAIL FROM is how an idle connection's timeout often shows.
@@ -277,7 +317,9 @@ class SmtpTransport(Transport):
             self._release(connection)
 
     def close(self) -> None:
-        """Says QUIT on idle connections; connections in use close when they come back."""
+        """Says QUIT on idle connections, all at once, and waits at most ``timeout`` for the
+        answers (not at all when the server stopped answering); connections in use close
+        when they come back."""
         with self._lock:
             self._closed = True
             idle: list[smtplib.SMTP | None] = []
@@ -288,9 +330,33 @@ class SmtpTransport(Transport):
                     break
             for _ in idle:
                 self._slots.put(None)  # wakes senders waiting for a slot
-        for connection in idle:
-            if connection is not None:
-                _quit(connection)
+            unresponsive = self._unresponsive
+        connections = [c for c in idle if c is not None]
+        if not connections:
+            return
+        if unresponsive is not None:
+            for connection in connections:
+                _hang_up(connection)
+            self.closing_note = (f"closed {len(connections)} connection(s) without QUIT: "
+                                 f"{unresponsive[1]}")
+            return
+        unanswered = _quit_all(connections, self.config.timeout)
+        if unanswered:
+            self.closing_note = (
+                f"{unanswered} connection(s) to {self.config.describe()} did not answer "
+                f"QUIT within {self.config.timeout:g} s; closed them"
+            )
+
+    def probe(self) -> str | None:
+        """Opens a fresh connection (greeting, EHLO, TLS, login) and says QUIT: None when the
+        server answers, else why it cannot be reached."""
+        try:
+            self._fail_fast()
+            connection = self._connect()
+        except DeliveryError as error:
+            return str(error)
+        _quit(connection)
+        return None
 
     def __repr__(self) -> str:
         return f"SmtpTransport({self.config.describe()!r})"
@@ -312,8 +378,26 @@ class SmtpTransport(Transport):
                 self._slots.put(connection)
                 return
             self._slots.put(None)
-        if connection is not None:
+            unresponsive = self._unresponsive is not None
+        if connection is not None and unresponsive:
+            _hang_up(connection)
+        elif connection is not None:
             _quit(connection)
+
+    def _fail_fast(self) -> None:
+        with self._lock:
+            unresponsive = self._unresponsive
+            if unresponsive is not None and time.monotonic() >= unresponsive[0]:
+                self._unresponsive = unresponsive = None
+        if unresponsive is not None:
+            raise DeliveryError(unresponsive[1], permanent=False)
+
+    def _stalled(self, reason: str) -> None:
+        """The server let ``timeout`` pass without an answer: for the next ``timeout``
+        seconds, sends fail at once instead of waiting for it one by one."""
+        with self._lock:
+            self._unresponsive = (time.monotonic() + self.config.timeout, reason)
+        log.warning("%s", reason)
 
     def _connect(self) -> smtplib.SMTP:
         config = self.config
@@ -371,6 +455,7 @@ class SmtpTransport(Transport):
         payload: bytes,
     ) -> SendResult:
         command = "MAIL FROM"
+        payload_sent = False
         try:
             options = []
             if connection.does_esmtp:
@@ -397,13 +482,14 @@ class SmtpTransport(Transport):
             code, reply = connection.getreply()
             if code != 354:
                 raise _Refused(command, code, reply)
+            payload_sent = True  # from here on, the server may have the message
             connection.send(payload)
             code, reply = connection.getreply()
             if code != 250:
                 raise _Refused(command, code, reply)
             return SendResult(code, _reply_text(reply))
         except smtplib.SMTPServerDisconnected as lost:
-            raise _Disconnected(command, lost) from None
+            raise _Disconnected(command, lost, accepted_maybe=payload_sent) from None
         except _Refused as refused:
             _reset(connection, refused.code)
             raise
@@ -451,10 +537,10 @@ class SmtpTransport(Transport):
             )
         if isinstance(error, ssl.SSLError):
             return DeliveryError(f"{where}: TLS failed: {error}", permanent=False)
-        if isinstance(error, TimeoutError):
-            return DeliveryError(
-                f"{where}: no answer within {self.config.timeout:g} s", permanent=False
-            )
+        if _timed_out(error):
+            reason = f"{where}: no answer within {self.config.timeout:g} s"
+            self._stalled(reason)
+            return DeliveryError(reason, permanent=False)
         return DeliveryError(f"cannot connect to {where}: {error}", permanent=False)
 
 
@@ -497,6 +583,32 @@ def _reset(connection: smtplib.SMTP, code: int) -> None:
         reset_code = 0
     if reset_code != 250:
         connection.close()
+
+
+def _hang_up(connection: smtplib.SMTP) -> None:
+    """Closes the socket at once, waking a thread that waits on it."""
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    connection.close()
+
+
+def _quit_all(connections: list[smtplib.SMTP], timeout: float) -> int:
+    """QUIT on every connection at once; those without an answer within ``timeout`` are
+    hung up. Returns how many did not answer."""
+    deadline = time.monotonic() + timeout
+    threads = [threading.Thread(target=_quit, args=(c,), daemon=True,
+                                name="feedpub-smtp-quit") for c in connections]
+    for thread in threads:
+        thread.start()
+    unanswered = 0
+    for thread, connection in zip(threads, connections, strict=True):
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            unanswered += 1
+            _hang_up(connection)
+    return unanswered
 
 
 def _quit(connection: smtplib.SMTP) -> None:

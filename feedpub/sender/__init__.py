@@ -122,6 +122,8 @@ def send_queued(
             wall=wall, signing=signing, total=total,
         )
         run.loop()
+    with store.read() as conn:
+        queued = queue.count_due(conn, clock(), newsletter=newsletter)
     tally = run.recorder.tally
     return SendReport(
         sent=tally.sent,
@@ -130,6 +132,7 @@ def send_queued(
         skipped=tally.skipped,
         bounced=tally.bounced,
         returned=run.leases.returned,
+        queued=queued,
         outage=run.watch.outage,
         stopped=stop.is_set(),
         failures=tuple(tally.failures),

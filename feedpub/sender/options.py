@@ -61,6 +61,8 @@ class SendReport:
     """Subscribers marked bounced in this run."""
     returned: int = 0
     """Claims given back untried (a stop or an outage): still queued."""
+    queued: int = 0
+    """Deliveries due and still queued when the run ended (given back, or never claimed)."""
     outage: str | None = None
     """Why the mail server could not be used, when a run ended for that reason."""
     stopped: bool = False

@@ -15,12 +15,16 @@ Pure: no database, no SMTP. :class:`ResultPolicy` turns each outcome into a
 
 Several consecutive failures that concern the server rather than a message
 (no connection, or 421 "closing channel") mean an outage: those deliveries are
-put back as they were, without counting an attempt.
+put back as they were, without counting an attempt. So does a run that ends on
+such failures while the server still cannot be reached (a probe at the end):
+one pending message or a thousand, an unreachable server is an outage.
+Only an answer to a transaction that *started after* a failure clears it: a
+success on another connection that was already under way proves nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -47,14 +51,20 @@ class Outcome:
     message_id: str | None = None
     server_problem: bool = False
     """No connection, or a reply that closes the channel: maybe the server, not the message."""
+    began: float = 0.0
+    """When the send started (``time.monotonic()``; 0 when not sent)."""
+    ended: float = 0.0
+    """When the send ended (``time.monotonic()``)."""
 
 
-def refused(claim: Claim, error: DeliveryError, at: datetime) -> Outcome:
+def refused(claim: Claim, error: DeliveryError, at: datetime, *, began: float = 0.0,
+            ended: float = 0.0) -> Outcome:
     """The outcome of a send that the transport refused with ``error``."""
     server = error.code is None or error.code in SERVER_CODES
     return Outcome(
         claim, "permanent" if error.permanent else "temporary", at,
         reply=str(error), server_problem=server and not error.permanent,
+        began=began, ended=ended,
     )
 
 
@@ -101,13 +111,21 @@ class ResultPolicy:
         return hard_failures_in_a_row == self.options.bounce_after
 
 
+Probe = Callable[[], str | None]
+"""Asks the server for a greeting: None when it answers, else why it cannot be reached."""
+
+
 class OutageWatch:
     """Sorts outcomes into those to record and those to put back because the server is down.
 
-    A server problem is held as a suspect: if the server then answers for
-    some message, the suspects were the messages' own failures and are
-    recorded; the ``outage_after``-th suspect in a row declares an outage, and
-    every suspect goes back to the queue as it was.
+    A server problem is held as a suspect. An answer from the server for a
+    message whose send *began after* a suspect ended shows the server was up
+    then: that suspect was the message's own failure and is recorded (an
+    answer on a transaction already under way proves nothing, so it clears
+    nothing). The ``outage_after``-th suspect in a row declares an outage, and
+    every suspect goes back to the queue as it was. Suspects still held when
+    the run ends are judged by a probe: a server that still does not answer
+    is an outage, however few messages were pending.
     """
 
     def __init__(self, outage_after: int) -> None:
@@ -125,9 +143,11 @@ class OutageWatch:
                 if self.outage is None and len(self.suspects) >= self.outage_after:
                     self.outage = outcome.reply
                 continue
-            if outcome.kind in ANSWERED:  # the server answers: the suspects were the messages'
-                record += self.suspects
-                self.suspects.clear()
+            if outcome.kind in ANSWERED:  # the server answered after these suspects failed
+                cleared = [s for s in self.suspects if s.ended <= outcome.began]
+                if cleared:
+                    record += cleared
+                    self.suspects = [s for s in self.suspects if s.ended > outcome.began]
             record.append(outcome)
         put_back: list[Claim] = []
         if self.outage is not None:
@@ -135,9 +155,16 @@ class OutageWatch:
             self.suspects.clear()
         return record, put_back
 
-    def settle(self) -> list[Outcome]:
-        """At the end of a run without an outage: the suspects left are failures to record."""
-        if self.outage is not None:
-            return []
+    def settle(self, probe: Probe | None = None) -> tuple[list[Outcome], list[Claim]]:
+        """At the end of a run: the suspects left, as failures to record or (the ``probe``
+        finds the server still unreachable: an outage) claims to put back."""
+        if self.outage is not None or not self.suspects:
+            put_back = [suspect.claim for suspect in self.suspects]
+            self.suspects.clear()
+            return [], put_back
+        unreachable = probe() if probe is not None else None
         suspects, self.suspects = self.suspects, []
-        return suspects
+        if unreachable is None:
+            return suspects, []
+        self.outage = unreachable
+        return [], [suspect.claim for suspect in suspects]

@@ -12,6 +12,7 @@ the crank.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,12 +24,13 @@ from feedpub.sender.compose import Composer
 from feedpub.sender.leases import LeaseKeeper
 from feedpub.sender.options import Clock, Progress, SendOptions
 from feedpub.sender.pipeline import Job, Pipeline
-from feedpub.sender.policy import OutageWatch, Outcome, ResultPolicy, refused
+from feedpub.sender.policy import OutageWatch, Outcome, Probe, ResultPolicy, refused
 from feedpub.sender.rate import RateLimiter
 from feedpub.sender.record import Recorder
 from feedpub.sender.signing import Signing
 from feedpub.store import queue
 from feedpub.store.engine import Store
+from feedpub.tokens import make_return_token
 
 
 class Staging:
@@ -73,11 +75,27 @@ class Staging:
         return outcomes
 
 
+def return_path_of(settings: Settings) -> Callable[[queue.Claim], str]:
+    """The envelope sender of each claim: ``bounces+TOKEN@verp_domain`` with VERP, so that
+    a bounce names its delivery; else the one ``mail.return_path``."""
+    mail = settings.mail
+    if not mail.verp_domain:
+        return lambda claim: mail.return_path
+    secret = settings.require_secret()
+
+    def verp(claim: queue.Claim) -> str:
+        address = mail.verp_address(make_return_token(secret, claim.delivery_id))
+        assert address is not None
+        return address
+
+    return verp
+
+
 class Courier:
     """Sends one message, in a sending thread, when the rate limit gives it a turn."""
 
-    def __init__(self, transport: Transport, limiter: RateLimiter, envelope_from: str,
-                 clock: Clock) -> None:
+    def __init__(self, transport: Transport, limiter: RateLimiter,
+                 envelope_from: Callable[[queue.Claim], str], clock: Clock) -> None:
         self.transport = transport
         self.limiter = limiter
         self.envelope_from = envelope_from
@@ -88,12 +106,13 @@ class Courier:
         message = job.message()
         if not self.limiter.wait_turn():
             return Outcome(claim, "untried", self.clock())
+        began = time.monotonic()
         try:
-            result = self.transport.send(self.envelope_from, claim.email, message)
+            result = self.transport.send(self.envelope_from(claim), claim.email, message)
         except DeliveryError as error:
-            return refused(claim, error, self.clock())
+            return refused(claim, error, self.clock(), began=began, ended=time.monotonic())
         return Outcome(claim, "sent", self.clock(), reply=f"{result.code} {result.reply}",
-                       message_id=job.message_id)
+                       message_id=job.message_id, began=began, ended=time.monotonic())
 
 
 class Run:
@@ -127,7 +146,10 @@ class Run:
         self.staging = Staging(Composer(settings, store, clock, signing.signer), signing, clock,
                                lookahead=options.concurrency + signing.ahead)
         limiter = RateLimiter(store, rate, stop=stop, chunk=options.concurrency, wall=wall)
-        self.courier = Courier(transport, limiter, settings.mail.return_path, clock)
+        self.courier = Courier(transport, limiter, return_path_of(settings), clock)
+        # A transport without a probe (a test's fake): a run that ends on server failures
+        # is an outage.
+        self.probe: Probe = getattr(transport, "probe", None) or (lambda: "no answer")
         self.recorder = Recorder(store, ResultPolicy(options), self.leases)
         self.pipeline = Pipeline(options.concurrency, options.commit_delay, self.recorder.commit)
         self.watch = OutageWatch(options.outage_after)
@@ -161,8 +183,10 @@ class Run:
             # After an error, the results that came in; after a stop, no outage, the last
             # server failures: recorded. The claims nobody got to: given back.
             self.take(pipeline.salvage())
-            pipeline.hold(self.watch.settle())
+            record, put_back = self.watch.settle(self.probe)
+            pipeline.hold(record)
             pipeline.commit()
+            self.leases.give_back(put_back)
             self.leases.give_back_all()
 
     def claim_more(self) -> None:

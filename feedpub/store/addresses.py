@@ -78,11 +78,45 @@ def _unquote(name: str) -> str:
     return name
 
 
-def parse_address(text: str) -> Address:
+# Domains that only mean something on one machine or one network: ``user@localhost``
+# is what people use to try feedpub against a local mail server. email-validator
+# refuses them (no period, or a special-use name); a site may accept them.
+_LOCAL_TOP_LABELS = frozenset({"localhost", "localdomain", "local", "test", "internal", "lan",
+                               "home"})
+_LOCAL_DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+ALLOW_LOCAL_HINT = (
+    "set [mail] allow_local_addresses = true in feedpub.toml to accept such addresses"
+)
+
+
+def is_local_domain(domain: str) -> bool:
+    """``localhost``, a bare host name (``mailhost``) or a name under ``.local``,
+    ``.test``, ``.internal``...: an address that only a local mail server delivers."""
+    if not _LOCAL_DOMAIN.fullmatch(domain):
+        return False
+    return "." not in domain or domain.rpartition(".")[2].lower() in _LOCAL_TOP_LABELS
+
+
+def _local_address(bare: str) -> str | None:
+    """``bare`` normalised, if it is a valid local part at a local domain."""
+    local, at, domain = bare.rpartition("@")
+    if not at or not is_local_domain(domain):
+        return None
+    try:
+        # The local part is checked as email-validator checks any other.
+        checked = validate_email(f"{local}@example.com", check_deliverability=False)
+    except EmailNotValidError:
+        return None
+    return f"{checked.local_part}@{domain.lower()}"
+
+
+def parse_address(text: str, *, allow_local: bool = False) -> Address:
     """``ada@example.com`` or ``Ada Lovelace <Ada@Example.COM>`` -> :class:`Address`.
 
     The address is checked by email-validator (syntax only: no DNS lookups);
-    the display name may be quoted or not, in any script. Raises
+    the display name may be quoted or not, in any script. ``allow_local``
+    also accepts addresses at a local domain (``root@localhost``, see
+    :func:`is_local_domain`), which are refused otherwise. Raises
     :class:`InvalidAddress`.
     """
     stripped = text.strip()
@@ -98,5 +132,16 @@ def parse_address(text: str) -> Address:
         try:
             email = validate_email(bare, check_deliverability=False).normalized
         except EmailNotValidError as exc:
-            raise InvalidAddress(f"{stripped!r} is not a valid email address: {exc}") from None
+            local = _local_address(bare)
+            if local is not None and allow_local:
+                email = local
+            elif local is not None:
+                raise InvalidAddress(
+                    f"{stripped!r} is a local address (its domain is not on the internet); "
+                    f"{ALLOW_LOCAL_HINT}"
+                ) from None
+            else:
+                raise InvalidAddress(
+                    f"{stripped!r} is not a valid email address: {exc}"
+                ) from None
     return Address(email=email, key=email_key(email), name=name)

@@ -249,3 +249,20 @@ def queue_deliveries(
         sa.select(sa.func.count()).select_from(deliveries)
         .where(deliveries.c.edition_id == edition_id)
     ).scalar_one()
+
+
+def web_editions(conn: Connection, newsletter: str) -> list[tuple[str, datetime, str]]:
+    """(subject, created_at, web_path) of the newsletter's digests that have a web page,
+    newest first; category variants are left out (the full edition stands for them)."""
+    rows = conn.execute(
+        sa.select(editions.c.subject, editions.c.created_at, editions.c.web_path)
+        .where(
+            editions.c.newsletter == newsletter,
+            editions.c.kind == Mode.DIGEST.value,
+            editions.c.status == EditionStatus.READY.value,
+            editions.c.web_path.is_not(None),
+            ~editions.c.period_key.contains("/"),
+        )
+        .order_by(editions.c.created_at.desc(), editions.c.id.desc())
+    )
+    return [(row.subject, row.created_at, row.web_path) for row in rows]

@@ -31,6 +31,10 @@ class Source(StrEnum):
     IMPORT = "import"
     WEB = "web"
     SENDER = "sender"
+    REPORT = "report"
+    """A bounce or complaint that came back after sending (``feedpub bounces``)."""
+    ADMIN = "admin"
+    """The operator, from the dashboard at ``/admin``."""
 
 
 class Mode(StrEnum):
@@ -227,6 +231,8 @@ deliveries = sa.Table(
     _check_in("status", DeliveryStatus, "ck_deliveries_status"),
     sa.Index("ix_deliveries_status_next_attempt", "status", "next_attempt_at"),
     sa.Index("ix_deliveries_subscriber_id", "subscriber_id"),
+    # Added by migration 0004: a bounce that quotes the original finds its delivery.
+    sa.Index("ix_deliveries_message_id", "message_id"),
 )
 
 send_rate = sa.Table(
@@ -245,4 +251,107 @@ suppressed_addresses = sa.Table(
     sa.Column("hash", sa.String(64), primary_key=True),
     sa.Column("reason", sa.String(16), nullable=False),
     sa.Column("at", UTCDateTime, nullable=False),
+)
+
+
+class EventKind(StrEnum):
+    """What a report that came back after sending says about one delivery."""
+
+    HARD = "hard"
+    """A permanent failure (5.x.x): no such user, no such domain."""
+    SOFT = "soft"
+    """A temporary failure (4.x.x): mailbox full, over quota."""
+    COMPLAINT = "complaint"
+    """The recipient reported the message as spam (ARF, a feedback loop, a relay)."""
+
+
+delivery_events = sa.Table(
+    "delivery_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "subscriber_id",
+        sa.Integer,
+        sa.ForeignKey("subscribers.id", ondelete="CASCADE", name="fk_delivery_events_subscriber"),
+        nullable=False,
+    ),
+    sa.Column(
+        "delivery_id",
+        sa.Integer,
+        sa.ForeignKey("deliveries.id", ondelete="SET NULL", name="fk_delivery_events_delivery"),
+        nullable=True,
+    ),
+    sa.Column(
+        "edition_id",
+        sa.Integer,
+        sa.ForeignKey("editions.id", ondelete="SET NULL", name="fk_delivery_events_edition"),
+        nullable=True,
+    ),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    # Where the report came from: dsn, arf, ses, postmark, mailgun, sendgrid.
+    sa.Column("source", sa.String(16), nullable=False),
+    # The enhanced status code (RFC 3463), e.g. 5.1.1; empty when the report gave none.
+    sa.Column("status_code", sa.String(16), nullable=False, server_default=""),
+    # The reason as the report gave it (a Diagnostic-Code, a relay's text); erased on forget.
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("report_key", sa.String(255), nullable=False),
+    _check_in("kind", EventKind, "ck_delivery_events_kind"),
+    sa.Index("ix_delivery_events_subscriber_id", "subscriber_id"),
+    sa.Index("ix_delivery_events_edition_id", "edition_id"),
+    sa.Index("ix_delivery_events_at", "at"),
+)
+
+inbound_reports = sa.Table(
+    "inbound_reports",
+    metadata,
+    # ``imap:<Message-ID>``, ``ses:<SNS MessageId>``, ``mailgun:<token>``…: a report seen
+    # twice (overlapping fetches, a replayed webhook) finds its key taken and does nothing.
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    # What came of it: events, ignored (auto-reply, junk, nobody we know).
+    sa.Column("outcome", sa.String(16), nullable=False),
+)
+
+# --- feed readers (migration 0005) ------------------------------------------------------
+
+feed_readers = sa.Table(
+    "feed_readers",
+    metadata,
+    # One row per reader, feed and UTC day: a keyed hash of address and User-Agent
+    # under a key that changes every day (feedpub.audience.DailyKeys). Inserting a
+    # row twice changes nothing, which is what makes counting idempotent.
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("feed", sa.String(500), primary_key=True),
+    sa.Column("reader", sa.String(32), primary_key=True),
+)
+
+feed_service_counts = sa.Table(
+    "feed_service_counts",
+    metadata,
+    # The subscriber count an aggregator (Feedly, Inoreader…) stated in its
+    # User-Agent: per feed and UTC day, the one it stated last.
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("feed", sa.String(500), primary_key=True),
+    sa.Column("service", sa.String(64), primary_key=True),
+    sa.Column("subscribers", sa.Integer, nullable=False),
+    sa.Column("seen_at", UTCDateTime, nullable=False),
+)
+
+# --- the dashboard's audit log (migration 0007) -------------------------------------
+
+admin_audit = sa.Table(
+    "admin_audit",
+    metadata,
+    # Every change made from /admin (and each login): who, what, when. A subscriber is
+    # named by id only, so forgetting them leaves nothing of their address here.
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("subscriber_id", sa.Integer, nullable=True),
+    sa.Column("client", sa.String(64), nullable=False, server_default=""),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+    sa.Index("ix_admin_audit_at", "at"),
 )

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from feedpub.errors import InvalidAddress, StoreError
 from feedpub.store.addresses import Address, clean_name, email_key, parse_address
 from feedpub.store.engine import insert_ignoring_conflicts
+from feedpub.store.events import erase_reasons
 from feedpub.store.schema import (
     FORGOTTEN_EVENT,
     Mode,
@@ -554,6 +555,7 @@ def forget_subscriber(
         .where(subscriber_events.c.subscriber_id == subscriber_id)
         .values(detail="")
     )
+    erase_reasons(conn, subscriber_id)  # bounce texts quote the address
     record_event(conn, subscriber_id, FORGOTTEN_EVENT, now=now, source=source)
     return require_subscriber(conn, subscriber_id)
 

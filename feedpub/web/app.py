@@ -6,11 +6,14 @@ thread: the store is synchronous) and render a page.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote_plus
 
@@ -25,8 +28,10 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from feedpub import urls
+from feedpub.audience import FetchCounter
 from feedpub.config import Settings
 from feedpub.errors import FeedpubError
+from feedpub.pages import HONEYPOT_FIELD
 from feedpub.store import (
     InvalidAddress,
     Mode,
@@ -45,15 +50,16 @@ from feedpub.web.guards import (
     TokenBuckets,
     WebLimits,
     origin_of,
+    posted_from,
     same_origin,
 )
 from feedpub.web.pages import Pages
 from feedpub.web.public import PublicFiles
+from feedpub.web.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-HONEYPOT_FIELD = "homepage"
 """Hidden from people (and from screen readers); bots fill in every field they see."""
 ONE_CLICK_BODY = "List-Unsubscribe=One-Click"
 FORM_LIMITS: dict[str, Any] = {"max_files": 0, "max_fields": 200}
@@ -106,6 +112,14 @@ class WebApp:
         self.per_client = TokenBuckets(limits.per_client, limits.max_tracked)
         self.per_address = TokenBuckets(limits.per_address, limits.max_tracked)
         self.trusted_origin = origin_of(settings.web.url) or ""
+        self.embed_origins = frozenset(settings.web.embed_origins)
+        # The subscribe form is also on the site's pages (feedpub build) and, where the
+        # owner allows it, on other sites' pages (feedpub embed).
+        self.form_origins = frozenset(
+            origin for origin in (self.trusted_origin, origin_of(settings.site.url))
+            if origin
+        ) | self.embed_origins
+        self.readers = FetchCounter(store, settings.require_secret())
 
     # --- helpers -------------------------------------------------------------
 
@@ -199,8 +213,29 @@ class WebApp:
         return self.subscribe_form(now, categories)
 
     async def subscribe_post(self, request: Request) -> Response:
+        response = await self._subscribe_post(request)
+        return self.allow_embedding(request, response)
+
+    async def subscribe_preflight(self, request: Request) -> Response:
+        """CORS preflight, for an embedded form that posts with ``fetch``."""
+        response = self.allow_embedding(request, Response(status_code=204))
+        if "access-control-allow-origin" in response.headers:
+            response.headers["Access-Control-Allow-Methods"] = "POST"
+            response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+            response.headers["Access-Control-Max-Age"] = "86400"
+        return response
+
+    def allow_embedding(self, request: Request, response: Response) -> Response:
+        """Let the pages of ``web.embed_origins`` read the answer to their form."""
+        origin = posted_from(request.headers, self.embed_origins)
+        if origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers.append("Vary", "Origin")
+        return response
+
+    async def _subscribe_post(self, request: Request) -> Response:
         now = self.clock()
-        if not same_origin(request.headers, trusted_origin=self.trusted_origin):
+        if not same_origin(request.headers, trusted_origins=self.form_origins):
             return self.cross_site()
         client = request.client.host if request.client else "unknown"
         wait = self.per_client.take(client, now)
@@ -217,7 +252,12 @@ class WebApp:
             email = _string(form, "email").strip()
             selection = self.selection_from(form, categories)
             errors: dict[str, str] = {}
-            if not self.form_tokens.valid(_string(form, "form_token"), now):
+            # A form printed on a page (the site's, or another site's that the owner
+            # allows) carries no fresh token; the browser's Origin vouches for it instead.
+            embedded = _string(form, "embedded") == "1" and posted_from(
+                request.headers, self.form_origins
+            ) is not None
+            if not embedded and not self.form_tokens.valid(_string(form, "form_token"), now):
                 errors["form"] = self._("This form was open for too long. Please send it again.")
             if not email:
                 errors["email"] = self._("Enter your email address.")
@@ -344,7 +384,7 @@ class WebApp:
         return self.preferences_page(preferences, categories)
 
     async def preferences_post(self, request: Request) -> Response:
-        if not same_origin(request.headers, trusted_origin=self.trusted_origin):
+        if not same_origin(request.headers, trusted_origins={self.trusted_origin}):
             return self.cross_site()
         token = request.path_params["token"]
         now = self.clock()
@@ -394,12 +434,38 @@ class WebApp:
             return RedirectResponse(quote(last) + "/", status_code=301)
         loaded = self.files.load(found) if found is not None else None
         if loaded is None:
+            not_found, _ = self.files.locate(urls.path_for("not_found"))
+            page = self.files.load(not_found) if not_found is not None else None
+            if page is not None:  # the site's own 404 page, from `feedpub build`
+                body = page.body if page.body is not None else Path(page.path).read_bytes()
+                return Response(body, status_code=404, media_type="text/html; charset=utf-8")
             return self.message_page(
                 self._("Page not found"),
                 [self._("There is nothing at this address.")],
                 status=404,
             )
-        return self.files.response(loaded, request.headers)
+        response = self.files.response(loaded, request.headers)
+        if request.method == "GET" and response.status_code in (200, 304):
+            self.readers.record(self.clock(), request.scope["path"],
+                                request.client.host if request.client else "",
+                                request.headers.get("user-agent", ""))
+        return response
+
+    async def flush_readers(self, *, final: bool = False) -> None:
+        """Writes the counted feed fetches every FLUSH_SECONDS (and at shutdown):
+        a database that is down costs a log line, never a request."""
+        while True:
+            if not final:
+                for _ in range(int(FetchCounter.FLUSH_SECONDS)):
+                    await asyncio.sleep(1)
+                    if self.readers.due:
+                        break
+            try:
+                await run_in_threadpool(self.readers.flush)
+            except (FeedpubError, sa.exc.SQLAlchemyError) as exc:
+                log.error("could not write the feed readers counted: %s", exc)
+            if final:
+                return
 
 
 def create_app(
@@ -427,23 +493,32 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        flusher = asyncio.create_task(web.flush_readers())
         try:
             yield
         finally:
+            flusher.cancel()
+            with suppress(asyncio.CancelledError):
+                await flusher
+            await web.flush_readers(final=True)
             if owned:
                 web.store.close()
 
+    hooks = Webhooks(settings, web.store, web.clock, os.environ)
     path = urls.starlette_path
     routes = [
         Route(path("home"), web.home, methods=["GET"]),
         Route(path("subscribe"), web.subscribe_get, methods=["GET"]),
         Route(path("subscribe"), web.subscribe_post, methods=["POST"]),
+        Route(path("subscribe"), web.subscribe_preflight, methods=["OPTIONS"]),
         Route(path("confirm"), web.confirm, methods=["GET"]),
         Route(path("unsubscribe"), web.unsubscribe_get, methods=["GET"]),
         Route(path("unsubscribe"), web.unsubscribe_post, methods=["POST"]),
         Route(path("preferences"), web.preferences_get, methods=["GET"]),
         Route(path("preferences"), web.preferences_post, methods=["POST"]),
         Route(path("healthz"), web.healthz, methods=["GET"]),
+        *(Route(path(f"webhook_{name}"), getattr(hooks, name), methods=["POST"])
+          for name in ("ses", "postmark", "mailgun", "sendgrid")),
         # Everything else is a file of public/ (feeds, edition pages).
         Route("/{path:path}", web.public_file, methods=["GET"]),
     ]

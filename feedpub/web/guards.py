@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -82,14 +83,16 @@ def origin_of(url: str) -> str | None:
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
 
 
-def same_origin(headers: Headers, *, trusted_origin: str) -> bool:
+def same_origin(headers: Headers, *, trusted_origins: Collection[str]) -> bool:
     """Whether a form post comes from one of our pages, not from another site.
 
     Browsers send ``Origin`` with every POST (``null`` from sandboxed or
-    privacy-stripped contexts, refused here). It must be ``trusted_origin``
-    (the origin of ``web.url``) or name the host the request was sent to.
-    Without ``Origin``, ``Referer`` is checked the same way; a client that
-    sends neither is not a browser posting across sites and is let through.
+    privacy-stripped contexts, refused here). It must be one of
+    ``trusted_origins`` (the origin of ``web.url``, and for the subscribe form
+    those of ``site.url`` and ``web.embed_origins``) or name the host the request
+    was sent to. Without ``Origin``, ``Referer`` is checked the same way; a
+    client that sends neither is not a browser posting across sites and is let
+    through.
     """
     claimed = headers.get("origin")
     if claimed is None:
@@ -98,11 +101,17 @@ def same_origin(headers: Headers, *, trusted_origin: str) -> bool:
             return True
         claimed = origin_of(referer) or "null"
     claimed = claimed.strip().lower()
-    if claimed == trusted_origin.lower():
+    if claimed in {origin.lower() for origin in trusted_origins}:
         return True
     host = headers.get("host", "").strip().lower()
     parts = urlsplit(claimed)
     return bool(host) and parts.scheme in ("http", "https") and parts.netloc == host
+
+
+def posted_from(headers: Headers, origins: Collection[str]) -> str | None:
+    """The ``Origin`` a browser sent, when it is one of ``origins``; else None."""
+    claimed = (headers.get("origin") or "").strip().lower()
+    return claimed if claimed in {origin.lower() for origin in origins} else None
 
 
 class FormTokens:

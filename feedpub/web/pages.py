@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.background import BackgroundTask
@@ -12,6 +11,7 @@ from starlette.responses import HTMLResponse
 from feedpub import templating, urls
 from feedpub.config import Settings
 from feedpub.i18n import Language, site_language
+from feedpub.pages import feed_links
 
 PAGE_HEADERS: Mapping[str, str] = {
     "Cache-Control": "no-store",
@@ -24,31 +24,6 @@ PAGE_HEADERS: Mapping[str, str] = {
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
 }
-
-
-@dataclass(frozen=True)
-class FeedLink:
-    """A feed for ``<link rel="alternate">`` and the list on the home page."""
-
-    title: str
-    media_type: str
-    url: str
-
-
-def feed_links(settings: Settings) -> tuple[FeedLink, ...]:
-    """The site's feeds at their public URLs (the ones their ``self`` links name)."""
-    site = settings.site
-    known = {
-        "atom": ("Atom", "application/atom+xml"),
-        "rss": ("RSS", "application/rss+xml"),
-        "json": ("JSON Feed", "application/feed+json"),
-    }
-    return tuple(
-        FeedLink(f"{site.title} ({known[name][0]})", known[name][1],
-                 urls.feed_url(site.url, name))
-        for name in settings.feed.formats
-        if name in known
-    )
 
 
 class Pages:
