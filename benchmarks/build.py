@@ -2,6 +2,7 @@
 
     python benchmarks/build.py                     # 10,000 posts, 2 rounds
     python benchmarks/build.py -n 1000 --rounds 3 --no-pelican
+    python benchmarks/build.py --no-bare --no-pelican    # feedpub with pages off and on, Hugo
     python benchmarks/build.py --markdown-table    # also print the README's table rows
 
 The same corpus (``benchmarks/corpus.py``) is written once for each tool. Each
@@ -253,16 +254,28 @@ def plan(work: Path, posts: int, args: argparse.Namespace) -> list[Step]:
                        "--now", NOW, "--quiet"]  # fmt: skip
     if args.jobs:
         feedpub_command += ["--jobs", str(args.jobs)]
-    steps = [
+    pages_site = work / "feedpub-pages"
+    pages_command = [*feedpub_command[:5], str(pages_site), *feedpub_command[6:]]
+    steps = [] if args.no_bare else [
         Step("bare pipeline (1 process)",
              [PYTHON, __file__, "--bare", str(feedpub_site / "content" / "posts"),
               str(work / "bare-out")], work),
+    ]
+    steps += [
         Step("feedpub cold", feedpub_command, work,
              _reset(feedpub_site / ".feedpub-cache", feedpub_site / "public")),
         Step("feedpub unchanged", feedpub_command, work),
         Step("feedpub one changed", feedpub_command, work,
              _touch_one(feedpub_site / "content" / "posts", [0])),
     ]  # fmt: skip
+    if not args.no_pages:
+        steps += [
+            Step("feedpub pages cold", pages_command, work,
+                 _reset(pages_site / ".feedpub-cache", pages_site / "public")),
+            Step("feedpub pages unchanged", pages_command, work),
+            Step("feedpub pages one changed", pages_command, work,
+                 _touch_one(pages_site / "content" / "posts", [0])),
+        ]  # fmt: skip
     if not args.no_hugo and shutil.which("hugo"):
         hugo_site = work / "hugo"
         steps.append(Step("hugo", ["hugo", "--quiet", "-d", str(hugo_site / "public"),
@@ -275,6 +288,21 @@ def plan(work: Path, posts: int, args: argparse.Namespace) -> list[Step]:
                                       "output", "-q"], pelican_site,
                           _reset(pelican_site / "output")))  # fmt: skip
     return steps
+
+
+def write_pages_site(work: Path, say: Callable[[str], None]) -> None:
+    """The feedpub corpus again, with ``[pages]`` on: the same posts, the whole site."""
+    source, target = work / "feedpub", work / "feedpub-pages"
+    if (target / ".complete").exists() and (target / ".complete").read_text() == (
+        source / ".complete"
+    ).read_text():
+        return
+    say("copying the feedpub corpus for the pages steps")
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".feedpub-cache", "public"))
+    config = target / "feedpub.toml"
+    config.write_text(config.read_text(encoding="utf-8").replace(
+        "[pages]\nenabled = false", "[pages]\nenabled = true"), encoding="utf-8")
 
 
 def write_corpora(work: Path, posts: int, steps: list[Step], say: Callable[[str], None]) -> None:
@@ -302,6 +330,9 @@ def main() -> None:
                         help="virtualenv with Pelican installed")  # fmt: skip
     parser.add_argument("--no-hugo", action="store_true")
     parser.add_argument("--no-pelican", action="store_true")
+    parser.add_argument("--no-bare", action="store_true",
+                        help="skip the bare pipeline (90 s a round at 10,000 posts)")
+    parser.add_argument("--no-pages", action="store_true", help="skip the steps with pages on")
     parser.add_argument("--pelican-rounds", type=int, default=1,
                         help="Pelican is slow; run it in this many rounds only")  # fmt: skip
     parser.add_argument("--markdown-table", action="store_true",
@@ -330,6 +361,8 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         steps = plan(work, posts, args)
         write_corpora(work, posts, steps, say)
+        if not args.no_pages:
+            write_pages_site(work, say)
         for round_number in range(1, args.rounds + 1):
             for step in steps:
                 if step.name == "pelican" and round_number > args.pelican_rounds:

@@ -169,6 +169,9 @@ author = { name = "Benchmark", email = "bench@example.com" }
 
 [feed]
 limit = 20
+
+[pages]
+enabled = false
 """
 HUGO_CONFIG = """\
 baseURL = "https://example.com/blog/"

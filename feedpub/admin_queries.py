@@ -45,7 +45,7 @@ RANGES: Mapping[str, int | None] = {"30d": 30, "1y": 365, "all": None}
 """The audience chart's ranges, in days (None: since the first subscriber)."""
 OTHER_READERS = "other"
 """The feed-reader series of readers counted one by one (not by an aggregator)."""
-EDITIONS_PER_PAGE = 50
+EDITIONS_PER_PAGE = 20
 SEARCH_LIMIT = 50
 
 
@@ -76,13 +76,14 @@ def audience(conn: Connection, now: datetime, range_name: str = "30d") -> dict[s
     today = now.astimezone(UTC).date()
     changes = _status_changes(conn)
     services = _service_counts(conn, today)
-    others = _other_readers(conn)
     span = RANGES[range_name]
     if span is None:
-        known = [*changes, *services, *others]
-        first = min((day for day in known), default=today)
+        counted_since = conn.execute(sa.select(sa.func.min(feed_readers.c.day))).scalar_one()
+        known = [*changes, *services, *([_as_date(counted_since)] if counted_since else [])]
+        first = min(known, default=today)
     else:
         first = today - timedelta(days=span - 1)
+    others = _other_readers(conn, first)
     days = [first + timedelta(days=n) for n in range((today - first).days + 1)]
 
     counts = dict.fromkeys(Status, 0)
@@ -126,9 +127,30 @@ def _apply(counts: dict[Status, int], moves: Mapping[tuple[Status | None, Status
         counts[after] += count
 
 
-def _status_changes(conn: Connection) -> dict[date, dict[tuple[Status | None, Status], int]]:
-    """Per UTC day, how many subscribers went from one status to another: each event of
-    the consent record against the one before it (a window over each subscriber)."""
+Changes = dict[date, dict[tuple[Status | None, Status], int]]
+_CHANGES: dict[tuple[str, int], Changes] = {}
+"""The last day-by-day changes worked out, per database: the consent record only grows,
+so they stand until it gains an event."""
+
+
+def _status_changes(conn: Connection) -> Changes:
+    """Per UTC day, how many subscribers went from one status to another; worked out
+    again only when the consent record changed since the last time."""
+    # Events are only ever added (forgetting blanks their details, nothing deletes
+    # them), so the newest id tells whether anything changed: one index lookup.
+    newest = conn.execute(sa.select(sa.func.max(subscriber_events.c.id))).scalar_one()
+    key = (conn.engine.url.render_as_string(hide_password=True), int(newest or 0))
+    known = _CHANGES.get(key)
+    if known is None:
+        known = _work_out_status_changes(conn)
+        _CHANGES.clear()
+        _CHANGES[key] = known
+    return known
+
+
+def _work_out_status_changes(conn: Connection) -> Changes:
+    """Each event of the consent record against the one before it (a window over each
+    subscriber), counted per UTC day and pair of statuses."""
     wanted = [status.value for status in Status] + [FORGOTTEN_EVENT]
     ordered = (
         sa.select(
@@ -176,9 +198,10 @@ def _service_counts(conn: Connection, today: date) -> dict[date, dict[str, int]]
     return found
 
 
-def _other_readers(conn: Connection) -> dict[date, int]:
+def _other_readers(conn: Connection, since: date) -> dict[date, int]:
     rows = conn.execute(
         sa.select(feed_readers.c.day, sa.func.count(sa.distinct(feed_readers.c.reader)))
+        .where(feed_readers.c.day >= since)
         .group_by(feed_readers.c.day)
     ).all()
     return {_as_date(day): int(count) for day, count in rows}
@@ -284,12 +307,17 @@ def _aware(moment: datetime) -> datetime:
 
 def queue_now(conn: Connection, now: datetime) -> dict[str, Any]:
     """Deliveries due now, being sent, waiting for a retry; messages sent in the last hour."""
-    counts = DeliveryCounts.from_mapping(delivery_queue.status_counts(conn))
+    # Only the statuses still in the queue: an index range, not every delivery ever made.
+    waiting = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.RETRYING)
+    counts = DeliveryCounts.from_mapping(dict(conn.execute(
+        sa.select(deliveries.c.status, sa.func.count())
+        .where(deliveries.c.status.in_([status.value for status in waiting]))
+        .group_by(deliveries.c.status)
+    ).all()))
     hour_ago = now - timedelta(hours=1)
     sent_last_hour = conn.execute(
         sa.select(sa.func.count()).select_from(deliveries).where(
             deliveries.c.sent_at > hour_ago, deliveries.c.sent_at <= now,
-            deliveries.c.status == DeliveryStatus.SENT.value,
         )
     ).scalar_one()
     next_retry = conn.execute(

@@ -8,8 +8,9 @@ classified as a hard bounce (5.x.x, no such user), a soft one (4.x.x, mailbox
 full) or a complaint. Auto-replies and out-of-office messages are none of
 these, and are ignored.
 
-:func:`apply_report` stores the findings and applies the policy of ``[mail]``
-in one transaction: a hard bounce marks the subscriber bounced at once,
+:func:`apply_reports` stores the findings of a batch of reports and applies the
+policy of ``[mail]`` in one transaction (:func:`apply_report` does it for one): a
+hard bounce marks the subscriber bounced at once,
 ``soft_bounce_limit`` soft bounces within ``soft_bounce_days`` do the same, a
 complaint unsubscribes and suppresses the address. A report whose key was seen
 before (a second fetch of the same message, a replayed webhook) changes nothing.
@@ -25,8 +26,9 @@ import email.message
 import email.policy
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 from enum import StrEnum
@@ -36,13 +38,13 @@ from sqlalchemy.engine import Connection
 from feedpub.config import MailConfig
 from feedpub.errors import InvalidAddress
 from feedpub.store import events
-from feedpub.store.addresses import email_key
-from feedpub.store.schema import EventKind, Source
+from feedpub.store.addresses import email_key, parse_address
+from feedpub.store.schema import EventKind, Source, Status
 from feedpub.store.subscribers import (
-    find_subscriber,
-    mark_bounced,
-    suppress_address,
-    unsubscribe_subscriber,
+    FORGOTTEN_DOMAIN,
+    next_status,
+    status_change_values,
+    suppression_hash,
 )
 from feedpub.tokens import TokenError, read_return_token
 
@@ -458,84 +460,145 @@ def _date(value: object) -> datetime | None:
     return moment if moment.tzinfo is not None else None
 
 
-# --- applying a report ------------------------------------------------------------------
+# --- applying reports -------------------------------------------------------------------
 
 
 def apply_report(conn: Connection, report: Report, *, now: datetime, policy: Policy) -> Applied:
-    """Store the findings of ``report`` and change the subscribers they name, once.
+    """Store the findings of ``report`` and change the subscribers they name, once
+    (a webhook, ``bounces read``): :func:`apply_reports` of this one report."""
+    return apply_reports(conn, [report], now=now, policy=policy)[0]
 
-    Runs inside the caller's write transaction: the key is claimed first, so two
-    handlers of the same report (overlapping fetches, a replayed webhook) cannot
-    both apply it; the second finds the key taken and changes nothing.
+
+def apply_reports(
+    conn: Connection, reports: Sequence[Report], *, now: datetime, policy: Policy
+) -> list[Applied]:
+    """Store the findings of each report and change the subscribers they name, once per key.
+
+    Runs inside the caller's write transaction with a fixed number of statements for the
+    whole batch: who the findings are about is looked up for all of them at once, then the
+    keys are claimed in one INSERT that skips the keys already taken, and only the reports
+    whose key this transaction claimed change anything. Two handlers of the same report
+    (overlapping fetches, a replayed webhook) cannot both apply it: the second finds the
+    key taken (PostgreSQL makes it wait for the first to commit) and changes nothing, and a
+    report twice in one batch is applied once. The policy sees the reports in order.
     """
-    applied = Applied()
-    outcome = "events" if report.findings else str(report.ignored or Ignored.NOT_A_REPORT)
-    if not events.claim_report(conn, report.key, report.source, now=now, outcome=outcome):
-        applied.duplicate = True
-        return applied
-    for finding in report.findings:
-        target = _target(conn, finding)
-        if target is None:
-            applied.unmatched += 1
+    results = [Applied() for _ in reports]
+    targets = _targets(conn, [finding for report in reports for finding in report.findings])
+    claimed = events.claim_reports(conn, [
+        events.Claim(report.key, report.source, _outcome(report, targets)) for report in reports
+    ], now=now)
+    new_events: list[events.NewEvent] = []
+    effects: list[tuple[Applied, events.Target, Finding]] = []
+    for report, applied in zip(reports, results, strict=True):
+        key = report.key[:255]
+        if key not in claimed:
+            applied.duplicate = True
             continue
-        events.add_event(
-            conn, target, kind=finding.kind, source=report.source,
-            at=finding.at if finding.at is not None and finding.at <= now else now,
-            status_code=finding.status_code, reason=finding.reason, report_key=report.key,
-        )
-        applied.stored += 1
-        _apply_policy(conn, target, finding, now=now, policy=policy, applied=applied)
-    if report.findings and not applied.stored:
-        events.set_outcome(conn, report.key, str(Ignored.UNKNOWN_RECIPIENT))
-    return applied
+        claimed.discard(key)  # the same report again, later in this batch, is a duplicate
+        for finding in report.findings:
+            target = targets.get(finding)
+            if target is None:
+                applied.unmatched += 1
+                continue
+            new_events.append(events.NewEvent(
+                target, finding.kind, report.source,
+                at=finding.at if finding.at is not None and finding.at <= now else now,
+                status_code=finding.status_code, reason=finding.reason, report_key=report.key,
+            ))
+            applied.stored += 1
+            effects.append((applied, target, finding))
+    events.add_events(conn, new_events)
+    _apply_policy(conn, effects, now=now, policy=policy)
+    return results
 
 
-def _target(conn: Connection, finding: Finding) -> events.Target | None:
-    """The delivery (or at least the subscriber) a finding is about: the VERP token first,
-    then the quoted Message-ID, then the address and the quoted edition."""
-    if finding.delivery_id is not None:
-        target = events.delivery_target(conn, finding.delivery_id)
-        if target is not None:
-            return target
-    if finding.message_id:
-        target = events.target_by_message_id(conn, finding.message_id)
-        if target is not None:
-            return target
-    if not finding.recipient:
-        return None
-    try:
-        subscriber = find_subscriber(conn, finding.recipient)
-    except InvalidAddress:
-        return None
-    if subscriber is None:
-        return None
-    return events.target_by_edition(conn, subscriber.id, finding.edition_key)
+def _outcome(report: Report, targets: dict[Finding, events.Target]) -> str:
+    if not report.findings:
+        return str(report.ignored or Ignored.NOT_A_REPORT)
+    if any(finding in targets for finding in report.findings):
+        return "events"
+    return str(Ignored.UNKNOWN_RECIPIENT)
+
+
+def _targets(conn: Connection, findings: Iterable[Finding]) -> dict[Finding, events.Target]:
+    """The delivery (or at least the subscriber) each finding is about: the VERP token first,
+    then the quoted Message-ID, then the address and the quoted edition. A few queries for
+    all the findings; those about nobody we know are left out."""
+    found: dict[Finding, events.Target] = {}
+    unique = list(dict.fromkeys(findings))
+    by_delivery = events.targets_of_deliveries(
+        conn, [f.delivery_id for f in unique if f.delivery_id is not None])
+    for finding in unique:
+        if finding.delivery_id is not None and finding.delivery_id in by_delivery:
+            found[finding] = by_delivery[finding.delivery_id]
+    by_message = events.targets_by_message_ids(
+        conn, [f.message_id for f in unique if f.message_id and f not in found])
+    for finding in unique:
+        if finding not in found and finding.message_id:
+            target = by_message.get(finding.message_id.strip())
+            if target is not None:
+                found[finding] = target
+    address_keys: dict[Finding, str] = {}
+    for finding in unique:
+        if finding not in found and finding.recipient:
+            try:
+                address_keys[finding] = parse_address(
+                    finding.recipient, allow_smtputf8=True).key
+            except InvalidAddress:
+                continue
+    subscriber_of = events.subscriber_ids_by_key(conn, address_keys.values())
+    wanted = {finding: (subscriber_of[key], finding.edition_key)
+              for finding, key in address_keys.items() if key in subscriber_of}
+    by_edition = events.targets_by_editions(conn, wanted.values())
+    for finding, pair in wanted.items():
+        found[finding] = by_edition[pair]
+    return found
 
 
 def _apply_policy(
-    conn: Connection, target: events.Target, finding: Finding, *, now: datetime,
-    policy: Policy, applied: Applied,
+    conn: Connection, effects: Sequence[tuple[Applied, events.Target, Finding]], *,
+    now: datetime, policy: Policy,
 ) -> None:
-    detail = f"{finding.kind.value} {finding.status_code} {finding.reason}".strip()[:500]
-    if finding.kind == EventKind.COMPLAINT:
-        subscriber = unsubscribe_subscriber(
-            conn, target.subscriber_id, now=now, source=Source.REPORT, detail=detail
-        )
-        if not subscriber.forgotten:
-            suppress_address(conn, email_key(subscriber.email), now=now,
-                             reason=SUPPRESSED_COMPLAINT)
-        applied.unsubscribed.append(subscriber.email)
+    """Complaints unsubscribe and suppress, hard bounces (and enough soft ones) mark bounced.
+
+    The soft bounces are counted once, after this batch's events are stored: a subscriber
+    who reaches the limit within the batch is bounced once, as if one report at a time."""
+    if not effects:
         return
-    if finding.kind == EventKind.SOFT:
-        since = now - timedelta(days=policy.soft_bounce_days)
-        if events.count_events(conn, target.subscriber_id, EventKind.SOFT, since=since) < (
-            policy.soft_bounce_limit
-        ):
-            return
-        detail = (f"{policy.soft_bounce_limit} soft bounces in {policy.soft_bounce_days} days; "
-                  f"{detail}")
-    before = events.subscriber_status(conn, target.subscriber_id)
-    subscriber = mark_bounced(conn, target.subscriber_id, now=now, source=Source.REPORT,
-                              detail=detail)
-    if subscriber.status != before:
-        applied.bounced.append(subscriber.email)
+    states = events.subscriber_states(conn, {target.subscriber_id for _, target, _ in effects})
+    soft_counts = events.count_events_of(
+        conn, {t.subscriber_id for _, t, f in effects if f.kind == EventKind.SOFT},
+        EventKind.SOFT, since=now - timedelta(days=policy.soft_bounce_days),
+    )
+    # The stored count includes this batch; the reports before each one count, in order.
+    in_batch = Counter(t.subscriber_id for _, t, f in effects if f.kind == EventKind.SOFT)
+    running = {sid: max(0, soft_counts.get(sid, 0) - n) for sid, n in in_batch.items()}
+    changes: list[events.StatusChange] = []
+    suppressed: set[str] = set()
+    for applied, target, finding in effects:
+        state = states.get(target.subscriber_id)
+        if state is None:
+            continue
+        detail = f"{finding.kind.value} {finding.status_code} {finding.reason}".strip()[:500]
+        wanted = Status.BOUNCED
+        if finding.kind == EventKind.COMPLAINT:
+            wanted = Status.UNSUBSCRIBED
+            applied.unsubscribed.append(state.email)
+            if not state.email.endswith("@" + FORGOTTEN_DOMAIN):
+                suppressed.add(suppression_hash(email_key(state.email)))
+        elif finding.kind == EventKind.SOFT:
+            running[target.subscriber_id] += 1
+            if running[target.subscriber_id] < policy.soft_bounce_limit:
+                continue
+            detail = (f"{policy.soft_bounce_limit} soft bounces in {policy.soft_bounce_days} "
+                      f"days; {detail}")
+        moved_to = next_status(state.status, wanted, resubscribe=False)
+        if moved_to is None:
+            continue
+        changes.append(events.StatusChange(
+            target.subscriber_id, status_change_values(moved_to, now), moved_to.value, detail))
+        states[target.subscriber_id] = replace(state, status=moved_to)
+        if moved_to == Status.BOUNCED:
+            applied.bounced.append(state.email)
+    events.change_statuses(conn, changes, now=now, source=Source.REPORT.value)
+    events.suppress_hashes(conn, suppressed, now=now, reason=SUPPRESSED_COMPLAINT)

@@ -84,6 +84,7 @@ def write_pages(
     """Every page and asset of the site into ``public/``: only those whose inputs changed
     are rendered or copied; those of posts that are gone are removed. Returns the files
     whose bytes changed."""
+    catalog.settle()  # a post that cannot be converted leaves the lists before planning
     planned = pages.plan_pages(settings, catalog.published, editions=editions)
     found = _assets(catalog, settings)
     public = settings.public_dir

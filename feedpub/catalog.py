@@ -22,14 +22,19 @@ import hashlib
 import json
 import multiprocessing
 import os
+import select
+import signal
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from feedpub import __version__, assets, content, entries, markup
@@ -108,6 +113,7 @@ class Catalog:
     rendered: int = 0
     """Posts converted by :meth:`analyses` so far; the rest came from the cache."""
     _analyses: dict[str, Analysis] = field(default_factory=dict, repr=False)
+    _rejected: set[str] = field(default_factory=set, repr=False)
 
     @property
     def readable(self) -> list[EntryRef]:
@@ -125,12 +131,40 @@ class Catalog:
         return [analysis.entry for analysis in self.analyses(refs)]
 
     def analyses(self, refs: Iterable[EntryRef]) -> list[Analysis]:
-        """Each post's one conversion, in the order of ``refs``."""
+        """Each post's one conversion, in the order of ``refs``.
+
+        A post that cannot be converted (too deep, too slow, or a crash in the
+        converter) is left out: it becomes one of :attr:`errors` and leaves
+        :attr:`published`, :attr:`drafts` and :attr:`future`, and the others go on.
+        """
         wanted = [ref.source for ref in refs]
-        missing = [source for source in dict.fromkeys(wanted) if source not in self._analyses]
+        missing = [source for source in dict.fromkeys(wanted)
+                   if source not in self._analyses and source not in self._rejected]
         if missing:
             self._fill(missing)
-        return [self._analyses[source] for source in wanted]
+        return [self._analyses[source] for source in wanted if source in self._analyses]
+
+    def settle(self) -> None:
+        """Convert every published post not converted yet, so a post that cannot be
+        converted is among :attr:`errors` before pages are planned from the list."""
+        with closing(_open_cache(_cache_path(self.settings))) as db:
+            pending = {row[0] for row in db.execute(
+                "SELECT relpath FROM entries WHERE entry IS NULL OR analysis IS NULL")}
+        missing = [ref.source for ref in self.published
+                   if ref.source in pending and ref.source not in self._analyses]
+        if missing:
+            self._fill(missing)
+
+    def _reject(self, error: ContentError) -> None:
+        """Leave a post that cannot be converted out of every list, as an error."""
+        source = error.path.as_posix() if error.path is not None else ""
+        if source in self._rejected:
+            return
+        self._rejected.add(source)
+        self.errors.append(error)
+        self.published = [ref for ref in self.published if ref.source != source]
+        self.drafts = [ref for ref in self.drafts if ref.source != source]
+        self.future = [ref for ref in self.future if ref.source != source]
 
     def lint(self, *, sources: Collection[str] | None = None) -> LintReport:
         """What ``feedpub check`` reports: every finding for the site's posts, or for
@@ -142,6 +176,8 @@ class Catalog:
         """
         from feedpub import lint
 
+        refs = [ref for ref in self.readable if sources is None or ref.source in sources]
+        self.analyses(refs)  # posts that cannot be converted leave ``readable`` here
         refs = [ref for ref in self.readable if sources is None or ref.source in sources]
         exists = functools.cache(Path.exists)
         findings: list[Finding] = []
@@ -175,8 +211,14 @@ class Catalog:
                 _convert_chunk, self.settings, paths, self.jobs, self.progress
             ):
                 if isinstance(result, ContentError):
-                    # The file changed since the scan; the next run reads it again.
-                    raise result
+                    # Remembered with the post, so the next scan leaves it out from the start
+                    # (and the run after the file changes tries it again).
+                    self._reject(result)
+                    db.execute(
+                        "UPDATE entries SET entry = NULL, analysis = ? WHERE relpath = ?",
+                        (_failure_to_json(result), str(result.path and result.path.as_posix())),
+                    )
+                    continue
                 entry_json, analysis_json = result
                 analysis = _analysis_from_json(entry_json, analysis_json)
                 db.execute(
@@ -239,7 +281,8 @@ class _Scan:
         cached = {
             row[0]: row[1:]
             for row in db.execute(
-                "SELECT relpath, size, mtime_ns, sha, fingerprint, ref FROM entries"
+                "SELECT relpath, size, mtime_ns, sha, fingerprint, ref,"
+                " CASE WHEN entry IS NULL THEN analysis END FROM entries"
             )
         }
         changed: list[_Changed] = []
@@ -254,22 +297,30 @@ class _Scan:
             sha = None
             if row is not None and row[3] == self.fingerprint:
                 if (row[0], row[1]) == (stat.st_size, stat.st_mtime_ns):
-                    self.refs.append(_ref_from_json(json.loads(row[4])))
+                    self._keep(row)
                     continue
-                sha = hashlib.sha256(path.read_bytes()).hexdigest()
+                sha = _file_sha(path)
                 if row[2] == sha:
                     # Touched, not changed: remember the new stat, keep the parse.
                     db.execute(
                         "UPDATE entries SET size = ?, mtime_ns = ? WHERE relpath = ?",
                         (stat.st_size, stat.st_mtime_ns, relpath),
                     )
-                    self.refs.append(_ref_from_json(json.loads(row[4])))
+                    self._keep(row)
                     continue
-            sha = sha or hashlib.sha256(path.read_bytes()).hexdigest()
+            sha = sha or _file_sha(path)
             changed.append(_Changed(path, relpath, stat.st_size, stat.st_mtime_ns, sha))
         gone = [relpath for relpath in cached if relpath not in present]
         db.executemany("DELETE FROM entries WHERE relpath = ?", [(g,) for g in gone])
         return changed
+
+    def _keep(self, row: tuple[Any, ...]) -> None:
+        """An unchanged post from the cache: its ref, or the error its conversion gave."""
+        ref = _ref_from_json(json.loads(row[4]))
+        if row[5] is not None and (failure := _failure_from_json(row[5], ref.source)):
+            self.errors.append(failure)
+        else:
+            self.refs.append(ref)
 
     def read(self, db: sqlite3.Connection, changed: list[_Changed], jobs: int | None,
              progress: Progress | None) -> None:
@@ -324,6 +375,7 @@ def render_fingerprint(settings: Settings) -> str:
         except PackageNotFoundError:
             digest.update(package.encode())
     digest.update(repr(settings.site).encode())
+    digest.update(repr(settings.limits).encode())
     digest.update(repr(settings.mail.max_html_bytes).encode())
     if settings.templates_dir.is_dir():
         for path in sorted(settings.templates_dir.rglob("*")):
@@ -458,14 +510,63 @@ def _error_parts(error: FeedpubError, path: Path) -> _WorkerResult:
     return (error.message, str(error.path or path), error.line, error.key)
 
 
+class _TooSlow(BaseException):
+    """A post's conversion ran past ``[limits] render_seconds`` (a BaseException, so no
+    ``except Exception`` inside a converter swallows it)."""
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`_TooSlow` in this thread after ``seconds``. Only a process's main
+    thread can have a timer signal; elsewhere (a build inside the scheduler's threads)
+    the prechecks of :func:`feedpub.content.check_shape` are the only bound."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "setitimer"
+    ):
+        yield
+        return
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise _TooSlow
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _unexpected(exc: BaseException, path: Path, settings: Settings) -> _WorkerResult:
+    """Any failure of one post as one line naming its file: the others go on."""
+    relpath = content.relative_path(path, settings.site_dir)
+    if isinstance(exc, RecursionError):
+        why = ("is nested too deeply to render (the converter ran out of stack): "
+               "simplify its lists, quotes or emphasis")
+    elif isinstance(exc, _TooSlow):
+        why = (f"took more than {settings.limits.render_seconds:g} s to render (the limit "
+               "set by [limits] render_seconds): simplify it or raise the limit")
+    elif isinstance(exc, MemoryError):
+        why = "needs too much memory to render: simplify it or split it"
+    else:
+        detail = " ".join(str(exc).split())[:200]
+        why = f"could not be rendered ({type(exc).__name__}{': ' + detail if detail else ''})"
+    return (why, relpath, None, None)
+
+
 def _read_chunk(settings: Settings, paths: list[Path]) -> list[_WorkerResult]:
     """Front matter only: what choosing entries needs."""
     results: list[_WorkerResult] = []
     for path in paths:
         try:
-            post = content.read_post(path, site=settings.site, site_dir=settings.site_dir)
+            post = content.read_post(path, site=settings.site, site_dir=settings.site_dir,
+                                     limits=settings.limits)
         except FeedpubError as error:
             results.append(_error_parts(error, path))
+            continue
+        except Exception as exc:  # noqa: BLE001 - one post's crash is that post's error
+            results.append(_unexpected(exc, path, settings))
             continue
         lines = tuple((key, post.key_lines[key]) for key in _REF_KEYS if key in post.key_lines)
         ref = EntryRef(
@@ -484,17 +585,69 @@ def _convert_chunk(settings: Settings, paths: list[Path]) -> list[_WorkerResult]
     results: list[_WorkerResult] = []
     for path in paths:
         try:
-            post = content.read_post(path, site=settings.site, site_dir=settings.site_dir)
-            entry, outline = entries.make_entry_with_outline(post, settings.site)
+            post = content.read_post(path, site=settings.site, site_dir=settings.site_dir,
+                                     limits=settings.limits)
+            with _time_limit(settings.limits.render_seconds):
+                entry, outline = entries.make_entry_with_outline(post, settings.site)
+                findings = lint.post_findings(post, settings=settings, entry=entry,
+                                              outline=outline)
         except FeedpubError as error:
             results.append(_error_parts(error, path))
             continue
-        findings = lint.post_findings(post, settings=settings, entry=entry, outline=outline)
+        except (Exception, _TooSlow) as exc:  # noqa: BLE001 - one post's crash is its error
+            results.append(_unexpected(exc, path, settings))
+            continue
         results.append((
             json.dumps(entry.to_json(), ensure_ascii=False),
             _analysis_to_json(outline, findings),
         ))
     return results
+
+
+def _file_sha(path: Path) -> str:
+    """The file's SHA-256, read in blocks (a huge file is refused later, never held)."""
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _failure_to_json(error: ContentError) -> str:
+    return json.dumps({"error": [error.message, error.line, error.key]}, ensure_ascii=False)
+
+
+def _failure_from_json(text: str, source: str) -> ContentError | None:
+    try:
+        message, line, key = json.loads(text)["error"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return ContentError(str(message), path=source, line=line, key=key)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Run in each worker: end it when the process that started the pool is gone, so a
+    ``kill -9`` of a build leaves no workers behind (their parent is the forkserver)."""
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(parent)
+        except (AttributeError, OSError):
+            fd = None
+        if fd is not None:
+            select.select([fd], [], [])  # readable once the process has ended
+        else:
+            while os.getppid() != 1 and _alive(parent):
+                time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _decode(result: _WorkerResult) -> list[str] | ContentError:
@@ -528,7 +681,10 @@ def _run_chunks(
     # forkserver: a build may run inside the scheduler, whose threads make fork unsafe.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["feedpub.catalog"])
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         for chunk_results in pool.map(work, [settings] * len(chunks), chunks):
             for result in chunk_results:
                 yield _decode(result)

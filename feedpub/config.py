@@ -233,6 +233,9 @@ class FeedConfig:
     limit: int = 20
     full_content: bool = True
     formats: tuple[str, ...] = FEED_FORMATS
+    xslt: bool = False
+    """Write ``feed.xsl`` and point the XML feeds at it, for browsers that still apply
+    XSLT. Off: people who open a feed get the HTML feeds page (``feeds/``) instead."""
 
 
 @dataclass(frozen=True)
@@ -873,6 +876,7 @@ def _read_feed(r: _Reader, data: Mapping[str, Any]) -> FeedConfig:
         limit=feed.integer("limit", minimum=1),
         full_content=feed.boolean("full_content"),
         formats=formats,
+        xslt=feed.boolean("xslt"),
     )
 
 

@@ -111,12 +111,24 @@ def check_shape(body: str, *, nesting: int, relpath: str, first_line: int = 1) -
     Python-Markdown recurses once per level of lists and quotes (and of emphasis), and
     takes time quadratic in the brackets left open in a paragraph: ten thousand
     ``- `` or ``[`` would exhaust the stack or take minutes. No post written by a
-    person comes near the limit, so this costs nothing for real posts.
+    person comes near the limit, and real posts pass with a few scans in C.
     """
-    if body.count("[") <= nesting and _suspects(nesting).search(body) is None:
-        return  # every real post: one pass in C, no loop in Python
+    run = 4 * nesting + 1
+    suspects = _suspects(nesting)
+    if (
+        suspects.match("\n" + body[: nesting + 1]) is not None
+        or suspects.search(body) is not None
+        or "*" * run in body
+        or "_" * run in body
+    ):
+        _check_lines(body, nesting, relpath, first_line)
+    if body.count("[") > nesting:
+        _check_brackets(body, nesting, relpath, first_line)
+
+
+def _check_lines(body: str, nesting: int, relpath: str, first_line: int) -> None:
+    """Lists and quotes nested too deeply, or a run of emphasis marks, outside code fences."""
     fence: str | None = None
-    open_brackets = 0
     for number, line in enumerate(body.split("\n"), start=first_line):
         opener = _FENCE.match(line)
         if fence is not None:
@@ -126,40 +138,42 @@ def check_shape(body: str, *, nesting: int, relpath: str, first_line: int = 1) -
         if opener:
             fence = opener[1]
             continue
-        if not line.strip():
-            open_brackets = 0  # a blank line ends the paragraph and its brackets
-            continue
         depth, at = 0, 0
-        while (container := _CONTAINER.match(line, at)) is not None:
+        while depth <= nesting and (container := _CONTAINER.match(line, at)) is not None:
             indent = len(container[0]) - len(container[0].lstrip(" \t"))
             depth += 1 + indent // 4
             at = container.end()
-            if depth > nesting:
-                break
         if depth > nesting:
             raise _too_deep(relpath, number, f"{depth} levels of lists or quotes", nesting)
-        if "[" in line or "]" in line:
-            for bracket in _BRACKETS.findall(line):
-                if bracket == "[":
-                    open_brackets += 1
-                elif bracket == "]" and open_brackets:
-                    open_brackets -= 1
-                if open_brackets > nesting:
-                    raise _too_deep(relpath, number, f"{open_brackets} brackets [ left open",
-                                    nesting)
         if ("*" in line or "_" in line) and not _THEMATIC_BREAK.fullmatch(line):
             run = max(map(len, _EMPHASIS_RUN.findall(line)), default=0)
             if run > 4 * nesting:
                 raise _too_deep(relpath, number, f"a run of {run} * or _", nesting)
 
 
+def _check_brackets(body: str, nesting: int, relpath: str, first_line: int) -> None:
+    """More than ``nesting`` brackets open at once within one paragraph."""
+    offset = 0
+    for paragraph in body.split("\n\n"):
+        if paragraph.count("[") > nesting:
+            open_brackets = 0
+            for bracket in _BRACKETS.finditer(paragraph):
+                if bracket[0] == "[":
+                    open_brackets += 1
+                    if open_brackets > nesting:
+                        line = first_line + body.count("\n", 0, offset + bracket.start())
+                        raise _too_deep(relpath, line, f"{open_brackets} brackets [ left open",
+                                        nesting)
+                elif bracket[0] == "]" and open_brackets:
+                    open_brackets -= 1
+        offset += len(paragraph) + 2
+
+
 @lru_cache(maxsize=8)
 def _suspects(nesting: int) -> re.Pattern[str]:
     """Lines that could be nested deeper than ``nesting``: each level takes at least one
-    character of these before the text; and runs of emphasis marks."""
-    return re.compile(
-        rf"^[ \t>*+\-0-9.)]{{{nesting + 1},}}|[*_]{{{4 * nesting + 1},}}", re.MULTILINE
-    )
+    of these characters before the text. (A line break leads, so the search is fast.)"""
+    return re.compile(rf"\n[ \t>*+\-0-9.)]{{{nesting + 1}}}")
 
 
 def _too_deep(relpath: str, line: int, what: str, nesting: int) -> ContentError:
@@ -755,6 +769,12 @@ def _describe(value: object) -> str:
     if isinstance(value, list):
         return "a list"
     return f"{type(value).__name__} {value!r}"
+
+
+def relative_path(path: Path, site_dir: Path) -> str:
+    """``path`` from the site folder, with forward slashes, as every message names it."""
+    site_dir = site_dir if site_dir.is_absolute() else site_dir.absolute()
+    return _relative(str(path if path.is_absolute() else path.absolute()), site_dir)
 
 
 def _relative(path: str, site_dir: Path) -> str:

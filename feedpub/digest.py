@@ -251,6 +251,8 @@ def make_editions(
     if catalog is None:
         catalog = load_catalog(settings, now)
     run = _Run(settings, store, now, catalog, dry_run, force)
+    if not dry_run:
+        _remake_missing_pages(run, [config.name for config in chosen])
     for config in chosen:
         _newsletter_run(run, config, schedules[config.name])
     if settings.pages.enabled and any(edition.web_paths for edition in run.editions):
@@ -261,6 +263,44 @@ def make_editions(
         content_errors=tuple(catalog.errors),
         dry_run=dry_run,
     )
+
+
+def _remake_missing_pages(run: _Run, newsletters: Sequence[str]) -> None:
+    """Write again the "view in browser" page of every ready edition whose page is not in
+    ``public/`` (a write that failed after its edition was committed, or a ``public/``
+    made anew), from the entries it holds that are still published."""
+    import sqlalchemy as sa
+
+    from feedpub.mail.render import render_edition
+    from feedpub.store.schema import editions
+
+    public = run.settings.public_dir
+    with run.store.read() as conn:
+        rows = conn.execute(
+            sa.select(editions.c.newsletter, editions.c.kind, editions.c.created_at,
+                      editions.c.entry_ids, editions.c.web_path)
+            .where(editions.c.status == EditionStatus.READY.value,
+                   editions.c.web_path.is_not(None),
+                   editions.c.newsletter.in_(list(newsletters)))
+            .order_by(editions.c.id)
+        ).all()
+    missing = [row for row in rows if not (public / unquote(row.web_path)).is_file()]
+    if not missing:
+        return
+    by_id = {ref.id: ref for ref in run.catalog.published}
+    for row in missing:
+        refs = [by_id[i] for i in json.loads(row.entry_ids or "[]") if i in by_id]
+        loaded = run.catalog.load(refs)
+        if not loaded:
+            continue  # its posts are gone: there is nothing to show
+        web_path = unquote(row.web_path)
+        created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+        rendered = render_edition(
+            loaded, settings=run.settings, newsletter=run.settings.newsletter(row.newsletter),
+            kind="post" if row.kind == Mode.INSTANT.value else "digest",
+            edition_id=web_path.rpartition("/")[2].removesuffix(".html"), date=created,
+        )
+        run.write_web(row.web_path, rendered.web_html, loaded)
 
 
 def _publish_pages(settings: Settings, catalog: Catalog) -> None:
@@ -342,7 +382,10 @@ def _baseline(run: _Run, config: NewsletterConfig) -> None:
 def _instant(run: _Run, config: NewsletterConfig, ref: EntryRef) -> None:
     from feedpub.mail.render import render_edition
 
-    (entry,) = run.catalog.load([ref])
+    loaded = run.catalog.load([ref])
+    if not loaded:
+        return  # it cannot be converted: the catalog reports it among its errors
+    (entry,) = loaded
     if run.blocked(config.name, [entry]):
         return
     key = instant_key(entry.id)
@@ -362,6 +405,8 @@ def _instant(run: _Run, config: NewsletterConfig, ref: EntryRef) -> None:
         [entry], settings=run.settings, newsletter=config, kind="post",
         edition_id=_post_web_id(entry), date=run.now,
     )
+    # The page first: a mail must never link to a page that a failed write left unmade.
+    run.write_web(rendered.web_path, rendered.web_html, [entry])
     with run.store.write() as conn:
         edition_id = insert_edition(
             conn, newsletter=config.name, kind=Mode.INSTANT, period_key=key, now=run.now,
@@ -374,7 +419,6 @@ def _instant(run: _Run, config: NewsletterConfig, ref: EntryRef) -> None:
             conn, edition_id, newsletter=config.name, mode=Mode.INSTANT, filters=filters,
             now=run.now,
         )
-    run.write_web(rendered.web_path, rendered.web_html, [entry])
     run.editions.append(
         EditionSummary(
             config.name, "post", key, subject=rendered.subject, entry_titles=(entry.title,),
@@ -477,8 +521,11 @@ def _queue_digest(
     run: _Run, config: NewsletterConfig, key: str, entries: list[Entry], others: list[str],
     variants: list[_Variant],
 ) -> None:
-    """Write the editions, announce their entries and queue their deliveries in one
-    transaction; then write their web pages."""
+    """Write the editions' web pages; then the editions, announce their entries and queue
+    their deliveries in one transaction (a page that cannot be written stops the edition,
+    so no mail ever links to a missing page; the next run tries again)."""
+    for variant in variants:
+        run.write_web(variant.rendered.web_path, variant.rendered.web_html, entries)
     made: list[int] = []
     recipients = 0
     with run.store.write() as conn:
@@ -501,8 +548,6 @@ def _queue_digest(
             )
         announce(conn, config.name, [e.id for e in entries], edition_id=made[0], now=run.now)
         announce(conn, config.name, others, edition_id=None, now=run.now)
-    for variant in variants:
-        run.write_web(variant.rendered.web_path, variant.rendered.web_html, entries)
     main = variants[0].rendered
     run.editions.append(
         EditionSummary(

@@ -124,8 +124,8 @@ def render_feeds(entries: Sequence[Entry], settings: Settings) -> FeedSet:
 
     ``entries`` are the published entries (all of them, or at least the newest
     ``feed.limit`` overall and of each category). Renders ``atom.xml``,
-    ``rss.xml``, ``feed.json`` (per ``feed.formats``), ``feed.xsl``, and
-    ``categories/<slug>/atom.xml`` and ``rss.xml``. Every feed is rendered
+    ``rss.xml``, ``feed.json`` (per ``feed.formats``), ``feed.xsl`` (when
+    ``feed.xslt`` is on), and ``categories/<slug>/atom.xml`` and ``rss.xml``. Every feed is rendered
     before any is written, so a failure leaves the old set whole.
     """
     site = settings.site
@@ -144,7 +144,7 @@ def render_feeds(entries: Sequence[Entry], settings: Settings) -> FeedSet:
         json_feed = render_json_feed(main, settings=settings,
                                      feed_url=urls.feed_url(site.url, "json"))
         outputs.append(Output(urls.path_for("json"), json_feed))
-    if "atom" in formats or "rss" in formats:
+    if settings.feed.xslt and ("atom" in formats or "rss" in formats):
         outputs.append(Output(urls.path_for("feed_stylesheet"), feed_stylesheet(settings)))
 
     categories = _by_category(newest)
@@ -235,9 +235,9 @@ def _add_entry(generator: Any, entry: Entry, kind: Format, settings: Settings) -
 
 
 def _finish(document: bytes, entries: list[Entry], settings: Settings, kind: Format) -> bytes:
-    """Add what feedgen leaves out: the stylesheet instruction, each Atom entry's
-    language when it is not the feed's, and its link's rel and type (feedgen 1.0
-    drops both from entry links)."""
+    """Add what feedgen leaves out: the stylesheet instruction (``feed.xslt``), each
+    Atom entry's language when it is not the feed's, and its link's rel and type
+    (feedgen 1.0 drops both from entry links)."""
     # huge_tree: the document is feedgen's own output, and a long post's content is one
     # text node that lxml otherwise refuses past 10 MB ("Text node too long").
     parser = etree.XMLParser(
@@ -252,9 +252,14 @@ def _finish(document: bytes, entries: list[Entry], settings: Settings, kind: For
                 if link.get("rel") is None:
                     link.set("rel", "alternate")
                     link.set("type", "text/html")
-    href = urls.url_for(settings.site.url, "feed_stylesheet")
-    stylesheet = etree.ProcessingInstruction("xml-stylesheet", f'type="text/xsl" href="{href}"')
-    root.addprevious(stylesheet)
+    if settings.feed.xslt:
+        # Browsers are removing XSLT, and apply it only from the feed's own origin: the
+        # HTML feeds page (pages.py, web/app.py) is what people see by default.
+        href = urls.url_for(settings.site.url, "feed_stylesheet")
+        stylesheet = etree.ProcessingInstruction(
+            "xml-stylesheet", f'type="text/xsl" href="{href}"'
+        )
+        root.addprevious(stylesheet)
     return etree.tostring(
         root.getroottree(), xml_declaration=True, encoding="UTF-8", pretty_print=True
     )
@@ -381,3 +386,96 @@ def _clean(text: str) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(_clean(text).split())
+
+
+# ------------------------------------------------------------------ reading one back
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    title: str
+    url: str
+    published: datetime | None
+
+
+@dataclass(frozen=True)
+class FeedSummary:
+    """What a person who opens a feed in a browser is shown of it (see
+    :mod:`feedpub.web.app`): its title and latest items, read from the file itself."""
+
+    title: str
+    items: tuple[FeedItem, ...]
+
+
+_RSS_DATE_FORMAT = "%a, %d %b %Y %H:%M:%S %z"
+
+
+def read_feed_summary(data: bytes, *, limit: int = 20) -> FeedSummary:
+    """The title and the first ``limit`` items of an Atom, RSS or JSON feed that
+    feedpub wrote. Raises ContentError when ``data`` is none of them."""
+    if data.lstrip()[:1] == b"{":
+        return _json_summary(data, limit)
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
+    try:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as error:
+        raise ContentError(f"not a feed: {error}") from None
+    atom = f"{{{_ATOM_NS}}}"
+    if root.tag == f"{atom}feed":
+        items = [
+            FeedItem(
+                title=entry.findtext(f"{atom}title") or "",
+                url=next((link.get("href", "") for link in entry.iterfind(f"{atom}link")
+                          if link.get("rel", "alternate") == "alternate"), ""),
+                published=_iso_date(entry.findtext(f"{atom}published")
+                                    or entry.findtext(f"{atom}updated")),
+            )
+            for entry in root.iterfind(f"{atom}entry")
+        ]
+        return FeedSummary(root.findtext(f"{atom}title") or "", tuple(items[:limit]))
+    channel = root.find("channel")
+    if root.tag != "rss" or channel is None:
+        raise ContentError(f"not a feed: the document is <{root.tag}>")
+    items = [
+        FeedItem(
+            title=item.findtext("title") or "",
+            url=item.findtext("link") or "",
+            published=_rss_date(item.findtext("pubDate")),
+        )
+        for item in channel.iterfind("item")
+    ]
+    return FeedSummary(channel.findtext("title") or "", tuple(items[:limit]))
+
+
+def _json_summary(data: bytes, limit: int) -> FeedSummary:
+    try:
+        document = json.loads(data)
+    except ValueError as error:
+        raise ContentError(f"not a feed: {error}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("items"), list):
+        raise ContentError("not a feed: a JSON Feed has an items list")
+    items = [
+        FeedItem(title=str(item.get("title", "")), url=str(item.get("url", "")),
+                 published=_iso_date(item.get("date_published")))
+        for item in document["items"] if isinstance(item, dict)
+    ]
+    return FeedSummary(str(document.get("title", "")), tuple(items[:limit]))
+
+
+def _iso_date(text: object) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _rss_date(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text.strip().replace(" GMT", " +0000"), _RSS_DATE_FORMAT)
+    except ValueError:
+        return None

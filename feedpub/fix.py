@@ -710,6 +710,7 @@ def plan_site(catalog: Catalog, *, select: Collection[str] | None = None) -> lis
     settings = catalog.settings
     links = site_links(catalog)
     wanted = set(FIXABLE if select is None else select)
+    catalog.analyses(catalog.readable)  # a post that cannot be converted leaves `readable`
     refs = catalog.readable
     fixes: list[PostFix] = []
     for ref, analysis in zip(refs, catalog.analyses(refs), strict=True):

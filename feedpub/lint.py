@@ -39,6 +39,9 @@ Warnings (``--strict`` makes them fail too):
 ``missing-alt``
     An image without alt text (``![](cat.png)``, ``<img>`` without ``alt``;
     an explicit ``alt=""`` marks a decorative image and passes).
+``unused-footnote``
+    A footnote defined (``[^note]: …``) but never referred to (``[^note]``):
+    it is left out of feeds, pages and email, as GitHub and Pandoc leave it out.
 ``unrendered-math``
     TeX math (``$…$``, ``$$…$$``, ``\\(…\\)``, ``\\[…\\]``) that cannot be rendered:
     the converter does not know a command or cannot parse the formula, or it is
@@ -98,6 +101,7 @@ CODES: dict[str, Severity] = {
     "insecure-link": "warning",
     "missing-alt": "warning",
     "unrendered-math": "warning",
+    "unused-footnote": "warning",
     "title-from-filename": "warning",
     "empty-summary": "warning",
     "too-large": "warning",
@@ -255,6 +259,7 @@ def post_findings(
     findings += _template_findings(post.relpath, outline)
     findings += _link_findings(post.relpath, outline, settings)
     findings += _math_findings(post.relpath, outline)
+    findings += _footnote_findings(post, outline)
     findings += _summary_findings(post, outline, entry)
     findings += _size_findings(post, settings, entry)
     return sorted(findings, key=Finding.sort_key)
@@ -597,6 +602,50 @@ def _math_findings(source: str, outline: Outline) -> Iterator[Finding]:
         f"math {_quote(' '.join(formula.split()), 40)} cannot be rendered ({_quote(why, 60)}), "
         f"so feeds, pages and email show it as written (raw TeX){more}",
     )
+
+
+# --- footnotes ----------------------------------------------------------------
+
+# Python-Markdown's footnote syntax: a definition starts a line (up to three spaces in).
+_FOOTNOTE_DEFINITION = re.compile(r" {0,3}(\[\^([^\]]+)\]):")
+_FOOTNOTE_REFERENCE = re.compile(r"\[\^([^\]]+)\]")
+_FENCE_LINE = re.compile(r" *(`{3,}|~{3,})")
+
+
+def _footnote_definitions(post: Post) -> Iterator[tuple[str, int, int]]:
+    """(label, line, column) of each footnote definition outside fenced code."""
+    fence: str | None = None
+    for number, line in enumerate(post.body.split("\n")):
+        opening = _FENCE_LINE.match(line)
+        if fence is not None:
+            if opening is not None and opening.group(1).startswith(fence) and \
+                    not line.strip().strip(fence[0]):
+                fence = None
+            continue
+        if opening is not None:
+            fence = opening.group(1)
+            continue
+        match = _FOOTNOTE_DEFINITION.match(line)
+        if match is not None:
+            yield match.group(2), post.body_line + number, match.start(1) + 1
+
+
+def _footnote_findings(post: Post, outline: Outline) -> Iterator[Finding]:
+    """Definitions no text refers to: the rendering leaves them out, numbering the
+    others 1, 2, 3 (see :mod:`feedpub.markup`)."""
+    definitions = list(_footnote_definitions(post))
+    if not definitions:
+        return
+    referred = {match.group(1)
+                for block, visible in _prose_blocks(outline) if block.kind != "html"
+                for match in _FOOTNOTE_REFERENCE.finditer(visible)}  # fmt: skip
+    for label, line, column in definitions:
+        if label not in referred:
+            yield _finding(
+                post.relpath, line, column, "unused-footnote",
+                f"footnote [^{label}] is never referred to, so feeds, pages and email "
+                f"leave it out; add [^{label}] where it belongs in the text, or remove it",
+            )
 
 
 # --- summary and size -------------------------------------------------------

@@ -11,17 +11,25 @@ import html as html_lib
 import re
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
+from xml.etree.ElementTree import Element as XmlElement  # Python-Markdown's tree
 
 import markdown
 import nh3
 import pygments  # type: ignore[import-untyped, unused-ignore]
 from lxml import etree
 from lxml import html as lxml_html
+from markdown.extensions import Extension
+from markdown.extensions.footnotes import FootnoteExtension
 from markdown.extensions.toc import slugify_unicode
+from markdown.preprocessors import Preprocessor
+from markdown.treeprocessors import Treeprocessor
 from pygments.formatters import HtmlFormatter  # type: ignore[import-untyped, unused-ignore]
 from pygments.lexers import TextLexer, get_lexer_by_name  # type: ignore[import-untyped, unused-ignore]
+from pygments.styles import get_style_by_name  # type: ignore[import-untyped, unused-ignore]
+from pygments.token import Whitespace  # type: ignore[import-untyped, unused-ignore]
 from pygments.util import ClassNotFound  # type: ignore[import-untyped, unused-ignore]
 from uniseg.graphemecluster import (
     GraphemeClusterBreak,
@@ -65,7 +73,159 @@ def _lexer(language: str) -> Any:
 
 @functools.lru_cache(maxsize=1)
 def _code_formatter() -> Any:
-    return HtmlFormatter(noclasses=True, wrapcode=True, cssclass="highlight")
+    return HtmlFormatter(noclasses=True, wrapcode=True, cssclass="highlight",
+                         style=_code_style())
+
+
+def _code_style() -> Any:
+    """Pygments' default colours, but white space is not coloured.
+
+    The default style greys white space tokens, so a line break and the next line's
+    indentation became ``{\n<span style="color:#BBB">    </span>``: newsboat (2.21)
+    drops such a line break and runs the lines of code together. Uncoloured white
+    space stays in the text around it (``{\n    ``), which every reader keeps.
+    """
+    default = get_style_by_name("default")
+    return type("CodeStyle", (default,), {"styles": {**default.styles, Whitespace: ""}})
+
+
+class _DropUnreferencedFootnotes(Treeprocessor):
+    """Leaves out footnotes that no text refers to, and numbers the others 1, 2, 3.
+
+    Python-Markdown lists every definition and numbers references by definition, so
+    an unused ``[^b]:`` between ``[^a]`` and ``[^c]`` makes the numbers skip (1, 3)
+    and adds a back-link to a reference that does not exist. GitHub and Pandoc leave
+    such a footnote out; ``check`` warns about it (``unused-footnote``).
+    """
+
+    def __init__(self, md: markdown.Markdown, footnotes: FootnoteExtension) -> None:
+        super().__init__(md)
+        self.footnotes = footnotes
+
+    def run(self, root: XmlElement) -> None:
+        defined = list(self.footnotes.footnotes)
+        used = [label for label in defined if label in self.footnotes.footnote_order]
+        if len(used) == len(defined):
+            return
+        numbers = {self.footnotes.makeFootnoteId(label): n for n, label in enumerate(used, 1)}
+        for parent in list(root.iter()):
+            for child in list(parent):
+                if child.tag == "div" and child.get("class") == "footnote":
+                    self._renumber_list(parent, child, numbers)
+        superscript = self.footnotes.getConfig("SUPERSCRIPT_TEXT")
+        for link in root.iter("a"):
+            if link.get("class") == "footnote-ref":
+                number = numbers.get(link.get("href", "").removeprefix("#"))
+                if number is not None:
+                    link.text = superscript.format(number)
+
+    def _renumber_list(self, parent: XmlElement, div: XmlElement,
+                       numbers: dict[str, int]) -> None:
+        items = div.find("ol")
+        if items is None:
+            return
+        title = self.footnotes.getConfig("BACKLINK_TITLE")
+        for item in list(items):
+            number = numbers.get(item.get("id", ""))
+            if number is None:
+                items.remove(item)
+                continue
+            for link in item.iter("a"):
+                if link.get("class") == "footnote-backref":
+                    link.set("title", title.format(number))
+        if not len(items):
+            tail = div.tail
+            index = list(parent).index(div)
+            parent.remove(div)
+            if tail and tail.strip():  # keep text that followed the footnotes
+                if index:
+                    parent[index - 1].tail = (parent[index - 1].tail or "") + tail
+                else:
+                    parent.text = (parent.text or "") + tail
+
+
+_LIST_MARKER = re.compile(r" *(\d{1,9}\.|[-*+])( {1,4})(?=\S)(?! *([-*_])( *\3)* *$)")
+_FENCE = re.compile(r" *(`{3,}|~{3,})")
+
+
+@dataclass
+class _OpenItem:
+    source_column: int
+    """Where the item's text starts as written: CommonMark's content column."""
+    markdown_column: int
+    """Where Python-Markdown wants its blocks: four spaces in from the marker."""
+
+
+class _ListIndentation(Preprocessor):
+    """CommonMark-style list items -> the indentation Python-Markdown expects.
+
+    CommonMark continues a list item with blocks indented to its text (three spaces
+    under ``1. ``, two under ``- ``); Python-Markdown needs four, so a fenced block or
+    paragraph indented to the text closed the list, and the list restarted at 2.
+    Lines indented to the text but short of four get the missing spaces (a fenced
+    block moves as a whole); what is already indented four is left as written.
+    """
+
+    def run(self, lines: list[str]) -> list[str]:
+        out: list[str] = []
+        items: list[_OpenItem] = []
+        fence: tuple[str, int] | None = None  # (marker, spaces added) inside a fenced block
+        previous_blank = True
+        for line in lines:
+            indent = len(line) - len(line.lstrip(" "))
+            if fence is not None:
+                fence_marker, added = fence
+                out.append(" " * added + line)
+                stripped = line.strip()
+                if stripped.startswith(fence_marker) and not stripped.strip(fence_marker[0]):
+                    fence = None
+                previous_blank = False
+                continue
+            if not line.strip():
+                out.append(line)
+                previous_blank = True
+                continue
+            if not previous_blank and _LIST_MARKER.match(line) is None:
+                out.append(line)  # a paragraph's lazy continuation line
+                previous_blank = False
+                continue
+            while items and indent < items[-1].source_column:
+                items.pop()
+            marker = _LIST_MARKER.match(line)
+            opening = _FENCE.match(line)
+            if items:
+                item = items[-1]
+                shift = (item.markdown_column - item.source_column
+                         if indent < item.markdown_column else 0)
+            else:
+                shift = 0
+            if marker is not None and (items or indent <= 3):
+                new_indent = indent + shift
+                width = len(marker.group(1)) + len(marker.group(2))
+                items.append(_OpenItem(indent + width, new_indent + 4))
+                line = " " * new_indent + line[indent:]
+            elif shift > 0:
+                line = " " * shift + line
+            if opening is not None:
+                fence = (opening.group(1), shift)
+            out.append(line)
+            previous_blank = False
+        return out
+
+
+class _WhatWritersExpect(Extension):
+    """Lists indented as CommonMark indents them, footnotes numbered as used."""
+
+    def extendMarkdown(self, md: markdown.Markdown) -> None:
+        # Before SuperFences (25) stashes fenced code, after tabs are expanded (30).
+        md.preprocessors.register(_ListIndentation(md), "feedpub-list-indentation", 27)
+        footnotes = next(e for e in md.registeredExtensions
+                         if isinstance(e, FootnoteExtension))
+        # After inline processing (20) found the references; before the footnotes
+        # extension adds back-links for repeated references (15).
+        md.treeprocessors.register(
+            _DropUnreferencedFootnotes(md, footnotes), "feedpub-unused-footnotes", 17
+        )
 
 
 _MARKDOWN_EXTENSIONS = [
@@ -93,7 +253,7 @@ def _markdown() -> markdown.Markdown:
     md: markdown.Markdown | None = getattr(_per_thread, "markdown", None)
     if md is None:
         md = markdown.Markdown(
-            extensions=[*_MARKDOWN_EXTENSIONS, OutlineRecorder()],
+            extensions=[*_MARKDOWN_EXTENSIONS, _WhatWritersExpect(), OutlineRecorder()],
             extension_configs=_MARKDOWN_CONFIG,
             output_format="html",
         )

@@ -36,7 +36,7 @@ from feedpub.i18n import Language, site_language, text_direction
 STYLESHEET = "style.css"
 PAGE_TEMPLATES = ("base.html", "post.html", "home.html", "archive.html", "year.html",
                   "category.html", "newsletter.html", "404.html", "_subscribe.html",
-                  "_list.html", STYLESHEET)
+                  "_list.html", "feeds.html", "_feed_addresses.html", STYLESHEET)
 """The templates pages are made from (``embed.html`` makes no page)."""
 
 
@@ -83,6 +83,7 @@ def plan_pages(
     pages.append(site.home_page(published))
     pages += site.archive_pages(published)
     pages += site.category_pages(published)
+    pages.append(site.feeds_page(published))
     for newsletter in settings.newsletters:
         listed = (editions or {}).get(newsletter.name, ())
         pages.append(site.newsletter_page(newsletter.name, listed))
@@ -135,6 +136,7 @@ class _Site:
             "subscribe_url": urls.url_for(settings.web.url, "subscribe"),
             "home_url": urls.url_for(site_url, "home"),
             "archive_url": urls.url_for(site_url, "archive"),
+            "feeds_url": urls.url_for(site_url, "feeds_page"),
             "stylesheet_url": urls.url_for(site_url, "stylesheet") + "?v=" + self._css_version(),
             "honeypot": HONEYPOT_FIELD,
             "format_date": self.language.date,
@@ -232,6 +234,20 @@ class _Site:
 
         return self._page(page_relpath(self.settings, url), [rows, sorted(context.items(),
                           key=lambda item: item[0])], (), render)
+
+    def feeds_page(self, published: Sequence[EntryRef]) -> Page:
+        """``feeds/``: what a feed is, the addresses to copy, the latest posts. People who
+        open a feed in a browser land here (a static host cannot tell them from feed
+        readers; ``feedpub serve`` shows them its own page of that feed)."""
+        latest = list(published[: self.settings.feed.limit])
+        names: dict[str, str] = {}
+        for ref in published:
+            for name in ref.categories:
+                names.setdefault(category_slug(name), " ".join(name.split()))
+        topics = [(names[slug], _category_feeds(self.settings, slug))
+                  for slug in sorted(names)]
+        return self._list_page("feeds.html", urls.url_for(self.settings.site.url, "feeds_page"),
+                               latest, topics=[(name, feeds) for name, feeds in topics if feeds])
 
     def newsletter_page(self, name: str, editions: Sequence[EditionLink]) -> Page:
         newsletter = self.settings.newsletter(name)

@@ -1,4 +1,5 @@
-"""The next edition of a newsletter as files an author can open: .html, .txt, .eml.
+"""The next edition of a newsletter as files an author can open: .html, .txt, .eml,
+and as a test message to the author's own address.
 
 Reads the store to find what is pending, never writes to it; when nothing is
 pending (before the first digest, or nothing new), shows the most recent posts.
@@ -6,6 +7,7 @@ pending (before the first digest, or nothing new), shows the most recent posts.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,12 +19,16 @@ from feedpub.entries import Entry
 from feedpub.errors import ContentError
 from feedpub.mail.message import build_message
 from feedpub.mail.render import Recipient, RenderedEdition, personalize, render_edition
+from feedpub.mail.transports import SendResult, open_transport
+from feedpub.store.addresses import parse_address
 
 RECENT_LIMIT = 10
 SAMPLE_EMAIL = "subscriber@example.com"
 SAMPLE_NAME = "Sample Subscriber"
 PREVIEW_TOKEN = "preview-token"
 """Stands for a signed token: links in a preview lead nowhere."""
+TEST_SUBJECT_PREFIX = "[Test] "
+"""Marks the subject of a test send, as Mailchimp, listmonk and Buttondown do."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,34 @@ def preview_edition(
         web_path=paths[".web.html"],
         content_errors=tuple(catalog.errors),
     )
+
+
+def send_test(settings: Settings, preview: Preview, address: str, *, now: datetime
+              ) -> SendResult:
+    """Send ``preview``'s edition to ``address`` through the configured transport: the
+    message a subscriber gets, with :data:`TEST_SUBJECT_PREFIX` before the subject.
+
+    Nothing is recorded (no delivery, no edition, no baseline): the author can send
+    as many tests as they like, and the real edition still goes out. Its
+    unsubscribe and preferences links carry :data:`PREVIEW_TOKEN` and lead to
+    feedpub's page for a link that is not valid. Raises InvalidAddress and
+    DeliveryError.
+    """
+    recipient_address = parse_address(address,
+                                       allow_local=settings.mail.allow_local_addresses)
+    config = settings.newsletter(preview.newsletter)
+    recipient = dataclasses.replace(
+        sample_recipient(settings), email=recipient_address.email,
+        name=recipient_address.name or "",
+    )
+    test = dataclasses.replace(preview.rendered,
+                               subject=TEST_SUBJECT_PREFIX + preview.rendered.subject)
+    message = build_message(
+        settings=settings, newsletter=config, rendered=test, recipient=recipient,
+        edition_key=f"test/{config.name}", date=now,
+    )
+    with open_transport(settings.mail.transport) as transport:
+        return transport.send(settings.mail.return_path, recipient_address.email, message)
 
 
 def _pending_entries(catalog: Catalog, newsletter: NewsletterConfig) -> list[Entry]:

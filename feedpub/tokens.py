@@ -49,6 +49,14 @@ class Purpose(StrEnum):
     """The VERP token of one delivery's envelope sender (:func:`make_return_token`)."""
 
 
+MAX_ID = 2**31 - 1
+"""The largest id a store's integer key holds (PostgreSQL's ``integer``): a token naming a
+larger one names nobody, and must not reach the database as a number it cannot hold."""
+CLOCK_SKEW = timedelta(minutes=5)
+"""How far in the future a token may be stamped: the clocks of the machine that signed
+it (a sender) and of the one that reads it (``serve``) may disagree by this much."""
+
+
 @dataclass(frozen=True)
 class TokenClaim:
     subscriber_id: int
@@ -96,7 +104,8 @@ def read_token(
     """Verify ``token`` for ``purpose``; older than ``max_age`` at ``now`` is expired.
 
     Raises TokenError for a token that is tampered with, made for another
-    purpose or with another secret, or expired.
+    purpose or with another secret, expired, stamped in the future (beyond
+    :data:`CLOCK_SKEW`), or naming an id no subscriber can have.
     """
     try:
         payload, issued_at = _serializer(secret, purpose).loads(token, return_timestamp=True)
@@ -107,11 +116,16 @@ def read_token(
     if (
         not isinstance(payload, list)
         or len(payload) != 2
-        or not isinstance(payload[0], int)
+        or type(payload[0]) is not int  # not a bool either
+        or not 1 <= payload[0] <= MAX_ID
         or not isinstance(payload[1], str)
     ):
         raise TokenError(Reason(N_("this link is not valid (unexpected content)")))
     issued_at = issued_at.astimezone(UTC)
+    if issued_at - now > CLOCK_SKEW:  # signed with our secret, but not by a clock we trust
+        raise TokenError(Reason(
+            N_("this link is not valid (it was changed, or is for something else)")
+        ))
     if max_age is not None and now - issued_at > max_age:
         raise TokenError(Reason(
             N_("this link expired on %(date)s; ask for a new one"),

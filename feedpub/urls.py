@@ -51,6 +51,7 @@ ROUTES: Final[dict[str, str]] = {
     "year": "archive/{year}/",
     "category_page": "categories/{category}/",
     "newsletter_page": "editions/{newsletter}/",
+    "feeds_page": "feeds/",
     "stylesheet": "style.css",
     "sitemap": "sitemap.xml",
     "robots": "robots.txt",

@@ -16,12 +16,14 @@ them. Its guarantees:
   wrote (with its size and time) and removes one only while it is still exactly
   what feedpub wrote. Anything else a person put in ``public/`` stays.
 - **Nothing left half-way.** A temporary file that a killed build left behind
-  (``.name.XXXX.tmp``) is removed by the next :meth:`Manifest.open`.
+  (``.name.PID-XXXX.tmp``) is removed by the next write into ``public/``, pages on
+  or off, as soon as the process that wrote it is gone.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import tempfile
 import time
@@ -49,6 +51,7 @@ def write_outputs(public_dir: Path, outputs: Sequence[Output]) -> list[Path]:
     blocked (a folder where a file goes, or a file where a folder goes).
     """
     targets = [(_target(public_dir, output.relpath), output.data) for output in outputs]
+    _sweep(public_dir)
     for path, _ in targets:
         if path.is_dir() or any(parent.is_file() for parent in path.parents):
             raise FeedpubError(
@@ -99,7 +102,9 @@ def atomic_write(path: Path, data: bytes) -> bool:
     try:
         mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, temp_name = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp"
+        )
     except OSError as exc:
         raise FeedpubError(f"cannot write the file: {exc.strerror}", path=path) from None
     temp = Path(temp_name)
@@ -198,22 +203,59 @@ TEMPORARY_FILE_MAX_AGE = 600.0
 a younger one may be another process's write in progress (two runs at once)."""
 
 
+_SWEEP_INTERVAL = 60.0
+"""A process looks for leftovers in one ``public/`` at most this often."""
+_swept: dict[Path, float] = {}
+_WRITER_PID = re.compile(r"\.(\d+)-[^.]*\.tmp")
+
+
+def _sweep(public_dir: Path) -> None:
+    """:func:`remove_temporary_files`, at most once a minute per folder in a process
+    (a build writes into ``public/`` several times; the scheduler builds every tick)."""
+    now = time.monotonic()
+    if now - _swept.get(public_dir, -_SWEEP_INTERVAL) < _SWEEP_INTERVAL:
+        return
+    _swept[public_dir] = now
+    remove_temporary_files(public_dir)
+
+
 def remove_temporary_files(public_dir: Path, *, now: float | None = None) -> list[Path]:
-    """Delete what an interrupted :func:`atomic_write` left: hidden ``.NAME.*.tmp`` files
-    older than :data:`TEMPORARY_FILE_MAX_AGE`."""
+    """Delete what an interrupted :func:`atomic_write` left: hidden ``.NAME.PID-*.tmp``
+    files whose writing process is gone, and any older than
+    :data:`TEMPORARY_FILE_MAX_AGE`."""
     if not public_dir.is_dir():
         return []
     cutoff = (time.time() if now is None else now) - TEMPORARY_FILE_MAX_AGE
     removed = []
     for path in public_dir.rglob(".*.tmp"):
         try:
-            if path.is_symlink() or not path.is_file() or path.stat().st_mtime > cutoff:
+            if path.is_symlink() or not path.is_file():
+                continue
+            if path.stat().st_mtime > cutoff and _writer_alive(path.name):
                 continue
             path.unlink()
         except FileNotFoundError:
             continue  # its write finished a moment ago
         removed.append(path)
     return removed
+
+
+def _writer_alive(name: str) -> bool:
+    """Whether the process that named this temporary file may still be writing it (a
+    name without a process id, or one of a live process, may be)."""
+    match = _WRITER_PID.search(name)
+    if match is None:
+        return True
+    pid = int(match[1])
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def _connect(path: Path) -> sqlite3.Connection:

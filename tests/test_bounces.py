@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from feedpub.bounces import Finding, Policy, Report, apply_report, parse_message
+from feedpub.bounces import Finding, Policy, Report, apply_report, apply_reports, parse_message
 from feedpub.cli import main
 from feedpub.errors import TokenError
 from feedpub.sender.run import return_path_of
@@ -204,6 +204,56 @@ def test_a_complaint_unsubscribes_and_suppresses_the_address(database_url: str) 
         assert status_of(store, "angry.reader@yahoo.com") == Status.UNSUBSCRIBED
         with pytest.raises(SuppressedAddress), store.write() as conn:
             add_subscriber(conn, "angry.reader@yahoo.com", now=NOW, status=Status.ACTIVE)
+
+
+def _soft(key: str, address: str) -> Report:
+    return Report(key, "dsn", (Finding(EventKind.SOFT, recipient=address,
+                                       status_code="4.2.2", reason="mailbox full"),))
+
+
+def test_one_batch_applies_a_repeated_report_once(database_url: str) -> None:
+    with open_store(database_url) as store:
+        send_edition(store, "full@example.com")
+        report = _soft("batch:1", "full@example.com")
+        with store.write() as conn:
+            first, again = apply_reports(conn, [report, report], now=NOW, policy=DEFAULT_POLICY)
+        assert (first.duplicate, first.stored) == (False, 1)
+        assert (again.duplicate, again.stored) == (True, 0)
+        with store.read() as conn:
+            assert len(recent_events(conn)) == 1
+
+
+def test_the_soft_bounce_limit_is_reached_within_one_batch(database_url: str) -> None:
+    policy = Policy(soft_bounce_limit=3, soft_bounce_days=14)
+    with open_store(database_url) as store:
+        send_edition(store, "full@example.com", "other@example.com")
+        reports = [_soft(f"batch:{n}", "full@example.com") for n in range(3)]
+        reports.insert(1, _soft("batch:other", "other@example.com"))
+        with store.write() as conn:
+            applied = apply_reports(conn, reports, now=NOW, policy=policy)
+        # The third of this person's soft bounces, and only it, marks them bounced.
+        assert [a.bounced for a in applied] == [[], [], [], ["full@example.com"]]
+        assert status_of(store, "full@example.com") == Status.BOUNCED
+        assert status_of(store, "other@example.com") == Status.ACTIVE
+
+
+def test_a_hard_bounce_then_a_complaint_in_one_batch_follow_in_order(
+    database_url: str,
+) -> None:
+    with open_store(database_url) as store:
+        send_edition(store, "gone@example.com")
+        hard = Report("batch:hard", "dsn", (Finding(EventKind.HARD, recipient="gone@example.com",
+                                                    status_code="5.1.1"),))
+        complaint = Report("batch:arf", "arf", (Finding(EventKind.COMPLAINT,
+                                                        recipient="gone@example.com"),))
+        with store.write() as conn:
+            applied = apply_reports(conn, [hard, complaint], now=NOW, policy=DEFAULT_POLICY)
+        assert applied[0].bounced == ["gone@example.com"]
+        # A complaint still unsubscribes and suppresses a bounced address.
+        assert applied[1].unsubscribed == ["gone@example.com"]
+        assert status_of(store, "gone@example.com") == Status.UNSUBSCRIBED
+        with pytest.raises(SuppressedAddress), store.write() as conn:
+            add_subscriber(conn, "gone@example.com", now=NOW, status=Status.ACTIVE)
 
 
 def test_reports_about_strangers_and_auto_replies_change_nothing(database_url: str) -> None:

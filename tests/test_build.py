@@ -55,8 +55,9 @@ def test_build_writes_every_feed_that_a_reader_can_parse(blog: SiteFactory) -> N
     assert report.errors == []
     assert (report.posts, report.published) == (4, 2)
     files = outputs(blog.root)
-    for name in ("atom.xml", "rss.xml", "feed.json", "feed.xsl"):
+    for name in ("atom.xml", "rss.xml", "feed.json"):
         assert name in files
+    assert "feed.xsl" not in files  # XSLT only when [feed] xslt = true
     atom = feedparser.parse(files["atom.xml"])
     assert atom.bozo == 0
     assert [e.title for e in atom.entries] == ["Second", "台北的早晨 ☕"]

@@ -63,12 +63,12 @@ def test_add_reports_each_bad_address_and_adds_the_rest(site: Path, database_url
 
 
 def test_add_confirmed_to_a_newsletter_in_a_mode(site: Path, database_url: str) -> None:
-    result = feedpub(site, "subscribers", "add", "zoë@bücher.de", "--confirmed", "--newsletter",
+    result = feedpub(site, "subscribers", "add", "zoe@bücher.de", "--confirmed", "--newsletter",
                      "daily", "--mode", "instant", "--categories", "python, 日本語",
                      "--name", "Zoë", "--now", NOW)
     assert result.exit_code == 0, result.output
     with open_store(database_url) as store, store.read() as conn:
-        zoe = find_subscriber(conn, "ZOË@xn--bcher-kva.de")
+        zoe = find_subscriber(conn, "ZOE@xn--bcher-kva.de")
         assert zoe is not None
         assert (zoe.name, zoe.status) == ("Zoë", Status.ACTIVE)
         assert zoe.confirmed_at is not None and zoe.confirmed_at.isoformat() == NOW
@@ -122,7 +122,7 @@ IMPORT_CSV = (
     "ada@example.com,\"Lovelace, Ada\",active,weekly,,\r\n"
     "ada@example.com,,active,daily,instant,python\r\n"
     "broken@,Broken,active,weekly,,\r\n"
-    "王小明@例子.中国,王小明,active,weekly,,\r\n"
+    "wang@例子.中国,王小明,active,weekly,,\r\n"
     "gone@example.com,,unsubscribed,weekly,,\r\n"
     "who@example.com,,maybe,weekly,,\r\n"
 )
@@ -192,7 +192,7 @@ def test_export_then_import_into_another_site_gives_the_same_export(
     assert {(r["email"], r["status"], r["newsletter"], r["mode"]) for r in rows} == {
         ("ada@example.com", "active", "weekly", "digest"),
         ("ada@example.com", "active", "daily", "instant"),
-        ("王小明@例子.中国", "active", "weekly", "digest"),
+        ("wang@例子.中国", "active", "weekly", "digest"),
         ("gone@example.com", "unsubscribed", "weekly", "digest"),
         ("p@example.com", "pending", "weekly", "digest"),
     }
@@ -206,7 +206,7 @@ def test_export_then_import_into_another_site_gives_the_same_export(
     assert feedpub(other, "subscribers", "export").stdout == exported.stdout
     active_only = feedpub(other, "subscribers", "export", "--status", "active")
     assert {r["email"] for r in csv.DictReader(io.StringIO(active_only.stdout))} == {
-        "ada@example.com", "王小明@例子.中国"
+        "ada@example.com", "wang@例子.中国"
     }
 
 

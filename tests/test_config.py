@@ -59,7 +59,7 @@ def test_a_table_the_file_leaves_out_has_the_dataclass_defaults(make_site: SiteF
 def test_the_known_keys_are_the_dataclass_fields() -> None:
     assert KNOWN_KEYS[""] == {
         "site", "feed", "mail", "database", "web", "scheduler", "newsletter", "bounces",
-        "pages",
+        "pages", "admin", "limits",
     }
     assert KNOWN_KEYS["site.author"] == {"name", "email"}
     assert KNOWN_KEYS["mail"] == {
@@ -402,8 +402,8 @@ def test_an_unknown_key_in_the_second_newsletter_points_at_its_line(
     ("header", "key", "hint"),
     [
         ("[feeds]", "feeds", "did you mean 'feed'?"),
-        ("[smtp]", "smtp", "known: bounces, database, feed, mail, newsletter, pages, "
-                           "scheduler, site, web"),
+        ("[smtp]", "smtp", "known: admin, bounces, database, feed, limits, mail, newsletter, "
+                           "pages, scheduler, site, web"),
         ("[site.social]", "site.social", "known: "),
     ],
 )

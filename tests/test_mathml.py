@@ -8,7 +8,6 @@ import re
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from feedpub.catalog import load_catalog
 from feedpub.entries import Entry
 from feedpub.mail.render import Recipient, personalize, render_edition
 from feedpub.markup import html_to_text, render_markdown
-from tests.conftest import SiteFactory
+from tests.conftest import ARTIFACTS, SiteFactory
 
 SITE = "https://example.com/"
 NOW = datetime(2025, 3, 1, tzinfo=UTC)
@@ -264,10 +263,6 @@ def test_png_bytes_are_the_same_on_every_run() -> None:
 
 # --- in Chromium ----------------------------------------------------------------------
 
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 BROWSER_POST = """\
 ---
@@ -292,15 +287,6 @@ f(x) = \\begin{cases} x^2 & x \\ge 0 \\\\ -x & \\text{otherwise} \\end{cases}
 """
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.mark.browser

@@ -8,13 +8,11 @@ import functools
 import json
 import re
 import shutil
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from html.parser import HTMLParser
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -25,7 +23,7 @@ from click.testing import CliRunner
 from feedpub.build import build
 from feedpub.catalog import lint_site
 from feedpub.cli import main
-from tests.conftest import BASIC_CONFIG, SiteFactory
+from tests.conftest import BASIC_CONFIG, SiteFactory, static_server
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SITE = "https://example.com/"
@@ -199,7 +197,7 @@ def test_pages_off_writes_the_feeds_only(make_site: SiteFactory) -> None:
               files={"static/x.css": "x"})
     build(make_site.settings(), NOW, jobs=1)
     assert set(public_files(make_site.root)) == {
-        "atom.xml", "rss.xml", "feed.json", "feed.xsl",
+        "atom.xml", "rss.xml", "feed.json",
     }
 
 
@@ -265,20 +263,11 @@ def crawl(fetch: functools.partial[tuple[int, bytes, str]], start: str) -> dict[
     return seen
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def static_server(blog: SiteFactory) -> Iterator[str]:
+def public_served(blog: SiteFactory) -> Iterator[str]:
     build(blog.settings(), NOW, jobs=1)
-    handler = functools.partial(_QuietHandler, directory=str(blog.root / "public"))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with static_server(blog.root / "public") as base:
+        yield base
 
 
 def _fetch_http(base: str, path: str) -> tuple[int, bytes, str]:
@@ -290,8 +279,8 @@ def _fetch_http(base: str, path: str) -> tuple[int, bytes, str]:
         return error.code, b"", ""
 
 
-def test_every_link_resolves_through_a_plain_static_server(static_server: str) -> None:
-    statuses = crawl(functools.partial(_fetch_http, static_server), "/")
+def test_every_link_resolves_through_a_plain_static_server(public_served: str) -> None:
+    statuses = crawl(functools.partial(_fetch_http, public_served), "/")
     assert len(statuses) > 20
     assert {url: code for url, code in statuses.items() if code != 200} == {}
 
@@ -395,3 +384,46 @@ def test_the_form_on_the_sites_own_pages_needs_no_listing(make_site: SiteFactory
         own = client.post("/subscribe", data=_embedded_form(),
                           headers={"Origin": "https://example.com"})
         assert own.status_code == 200 and "Check your inbox" in own.text
+
+
+def test_a_new_users_site_has_no_dead_link_in_feed_email_or_pages(tmp_path: Path) -> None:
+    """feedpub init, a post with an image, build, digest send: every link to the site in
+    the feed, the email and the pages leads to a file in public/ (or to `serve`)."""
+    import mailbox
+
+    site = tmp_path / "mysite"
+    runner = CliRunner()
+    env = {"FEEDPUB_SECRET": "s" * 32}
+
+    def feedpub(*args: str) -> None:
+        result = runner.invoke(main, ["--site", str(site), *args], env=env)
+        assert result.exit_code == 0, result.output
+
+    feedpub("init", str(site), "--url", SITE)
+    feedpub("subscribers", "add", "reader@example.org", "--confirmed")
+    feedpub("digest", "send", "--now", "2030-01-01T00:00:00+00:00")  # the baseline
+    (site / "content/images").mkdir()
+    (site / "content/images/cat.png").write_bytes(PNG)
+    (site / "content/posts/2030-01-02-cat.md").write_text(
+        post("A cat", "2030-01-02 10:00", "Look: ![A cat](../images/cat.png)\n\n"
+             "[Older posts](/archive/)"), encoding="utf-8")
+    feedpub("build", "--now", "2030-01-03T00:00:00+00:00")
+    feedpub("digest", "send", "--now", "2030-01-07T09:05:00+00:00")
+
+    [(_, message)] = mailbox.Maildir(site / "outbox", create=False).items()
+    html = next(part for part in message.walk() if part.get_content_type() == "text/html")
+    email_html = html.get_payload(decode=True).decode("utf-8")
+    feed = (site / "public/atom.xml").read_text(encoding="utf-8")
+    pages = "".join(p.read_text(encoding="utf-8") for p in (site / "public").rglob("*.html"))
+    served = ("subscribe", "unsubscribe/", "preferences/", "confirm/")
+    published = set(public_files(site))
+    links = set()
+    for text in (email_html, feed, pages):
+        links |= set(re.findall(r'(?:href|src)="(?:https://example\.com)?/([^"#?]*)"', text))
+    assert "images/cat.png" in links and "2030/01/02/cat/" in links
+    for link in sorted(links):
+        path = unquote(link)
+        if path.startswith(served):
+            continue
+        target = path + "index.html" if path.endswith("/") or not path else path
+        assert target in published, link

@@ -3,13 +3,10 @@ line length, dark mode, visible focus, and no serious or critical axe-core findi
 
 from __future__ import annotations
 
-import functools
 import os
-import threading
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +14,7 @@ import pytest
 
 from feedpub.build import build
 from feedpub.web import create_app
-from tests.conftest import SiteFactory
+from tests.conftest import ARTIFACTS, SiteFactory, static_server
 from tests.test_pages import PNG, post
 
 with warnings.catch_warnings():
@@ -27,54 +24,36 @@ with warnings.catch_warnings():
 pytestmark = pytest.mark.browser
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 AXE = Path(os.environ.get("FEEDPUB_AXE_JS", Path(__file__).resolve().parent.parent
                           / ".ci/node/node_modules/axe-core/axe.min.js"))
 WIDTHS = (375, 768, 1280)
 PAGES = {"home": "/", "post": "/2025/02/01/math-and-code/", "archive": "/archive/",
-         "year": "/archive/2025/", "category": "/categories/notes/"}
+         "year": "/archive/2025/", "category": "/categories/notes/", "feeds": "/feeds/"}
 
-sync_api = pytest.importorskip("playwright.sync_api")
-
-BODY = """A post with math, code and things that are too wide.
+LONG_CALL = ("    return compute_everything_at_once(request, "
+             "with_a_really_long_argument_list=True, and_another=False)")
+TABLE = ("| " + " | ".join("abcdefghijkl") + " |\n" + "|---" * 12 + "|\n| "
+         + " | ".join(f"value-{n:04d}" for n in range(12)) + " |")
+LONG_URL = "https://example.com/" + "a-very-long-path-segment-without-spaces-" * 3
+BODY = f"""A post with math, code and things that are too wide.
 
 The energy is $E = mc^2$, and the sum
 
-$$\\sum_{k=1}^{n} k = \\frac{n(n+1)}{2}$$
+$$\\sum_{{k=1}}^{{n}} k = \\frac{{n(n+1)}}{{2}}$$
 
 holds; a price of $5 stays a price.
 
 ```python
 def handler(request):
-    return compute_everything_at_once(request, with_a_really_long_argument_list=True, and_another=False)
+{LONG_CALL}
 ```
 
-| a | b | c | d | e | f | g | h | i | j | k | l |
-|---|---|---|---|---|---|---|---|---|---|---|---|
-| value-0000 | value-0001 | value-0002 | value-0003 | value-0004 | value-0005 | value-0006 | value-0007 | value-0008 | value-0009 | value-0010 | value-0011 |
+{TABLE}
 
-See https://example.com/a-very-long-path-segment-without-spaces-a-very-long-path-segment-without-spaces-again
+See {LONG_URL}
 
 ![A wide chart](../images/wide.png)
 """
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
@@ -92,12 +71,8 @@ def site(make_site: SiteFactory) -> Iterator[str]:
         files={"content/images/wide.png": PNG},
     )
     build(make_site.settings(), NOW, jobs=1)
-    handler = functools.partial(_QuietHandler, directory=str(make_site.root / "public"))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with static_server(make_site.root / "public") as base:
+        yield base
 
 
 def _screenshot(page: Any, name: str) -> None:

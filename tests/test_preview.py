@@ -147,3 +147,63 @@ def test_help_teaches_with_examples(flag: str):
     assert result.exit_code == 0
     assert "feedpub --site mysite preview" in result.output
     assert "--newsletter NAME" in result.output
+
+
+# --- a test send ---------------------------------------------------------------------
+
+
+def test_send_to_mails_the_edition_marked_as_a_test_and_records_nothing(
+    make_site: SiteFactory, cli_env: Callable[..., Any], database_url: str,
+):
+    cli_env("FEEDPUB_DATABASE_URL", database_url)
+    site = make_site(posts={"2025-02-01-old.md": post("Old post", "2025-02-01")})
+    settings = make_site.settings({"FEEDPUB_SECRET": "s", "FEEDPUB_DATABASE_URL": database_url})
+    with open_store(database_url) as store:
+        make_editions(settings, store, datetime(2025, 2, 2, tzinfo=UTC))  # the baseline
+    make_site.write("content/posts/2025-02-20-new.md", post("New post", "2025-02-20"))
+
+    def snapshot() -> dict[str, list[Any]]:
+        with open_store(database_url, migrate=False) as store, store.read() as conn:
+            return {
+                table: [tuple(row) for row in conn.execute(sa.text(f"SELECT * FROM {table}"))]
+                for table in ("editions", "announced_entries", "deliveries", "subscribers")
+            }
+
+    before = snapshot()
+    for _ in range(2):  # as many tests as the author likes
+        result = run(site, "--send-to", "Ada <ada@example.org>", "--now", NOW)
+        assert result.exit_code == 0, result.output
+        assert result.output.splitlines()[-1] == (
+            "sent a test to Ada <ada@example.org> (nothing recorded)")
+    assert snapshot() == before
+    sent = sorted((site / "outbox" / "new").iterdir())
+    assert len(sent) == 2
+    message = eml(sent[0])
+    assert message["Subject"] == "[Test] Test Site: New post"
+    assert message["To"] == "Ada <ada@example.org>"
+    assert message["List-Unsubscribe"]
+    preview_file = eml(site / ".feedpub-cache/preview/weekly.eml")
+    body = message.get_body(preferencelist=("html",))
+    expected = preview_file.get_body(preferencelist=("html",))
+    assert body is not None and expected is not None
+    # The same message a subscriber gets: only who it is addressed to differs.
+    def lines(html: str) -> list[str]:
+        return html.replace("ada@example.org", "subscriber@example.com").splitlines()
+
+    assert lines(body.get_content()) == lines(expected.get_content())
+    # The next preview still holds the same post: the test changed nothing.
+    again = run(site, "--now", NOW)
+    assert "pending: 1 posts for the next edition" in again.output
+
+
+def test_send_to_a_bad_address_or_a_dead_server_says_so(
+    make_site: SiteFactory, cli_env: Callable[..., Any],
+):
+    site = make_site(posts={"2025-02-01-one.md": post("One", "2025-02-01")})
+    refused = run(site, "--send-to", "root@localhost", "--now", NOW)
+    assert refused.exit_code == 1
+    assert "error: test message not sent: 'root@localhost' is a local address" in refused.output
+    cli_env("FEEDPUB_MAIL_TRANSPORT", "smtp://127.0.0.1:9?tls=none")
+    down = run(site, "--send-to", "ada@example.org", "--now", NOW)
+    assert down.exit_code == 1
+    assert "error: test message not sent:" in down.output

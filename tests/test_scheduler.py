@@ -373,10 +373,12 @@ def test_a_run_that_fails_is_logged_and_the_daemon_keeps_going(harness: Harness)
     harness.daemons.append(daemon)
     daemon.start()
     failed = wait_for(records, TICK_JOB)
-    assert failed.error == "unable to open database file" and failed.report is None
+    assert failed.error is not None and failed.report is None
+    assert failed.error.endswith("cannot open database sqlite:////nonexistent-folder/"
+                                 "feedpub.db: unable to open database file")
     assert failed.level == "error" and not failed.idle
     assert format_run(failed, "plain", grace_hours=6).endswith(
-        "ERROR tick: error: unable to open database file"
+        f"ERROR tick: error: {failed.error}"
     )
     assert json.loads(format_run(failed, "json", grace_hours=6))["error"] == failed.error
     daemon.scheduler.modify_job(TICK_JOB, next_run_time=datetime.now(UTC))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import mailbox
 import multiprocessing
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +26,8 @@ from feedpub.config import parse_transport
 from feedpub.digest import make_editions
 from feedpub.mail.transports import open_transport
 from feedpub.sender import SendOptions, SendReport, send_queued
+from feedpub.sender.leases import LeaseKeeper
+from feedpub.sender.options import default_worker_id, process_gone
 from feedpub.store import Mode, Status, open_store, unsubscribe_subscriber
 from feedpub.store import queue as delivery_queue
 from feedpub.store.engine import Store
@@ -276,6 +280,53 @@ def test_claims_of_a_dead_worker_return_after_their_lease(mail: Mail) -> None:
     assert mail.send(lease=timedelta(minutes=5)).sent == 6
     mail.clock.advance(minutes=2)
     assert mail.send(lease=timedelta(minutes=5)).sent == 4
+    assert mail.smtp.recorder.count_by_recipient() == {reader: 1 for reader in readers}
+
+
+def test_claims_of_a_process_gone_from_this_host_return_at_once(mail: Mail) -> None:
+    readers = [f"r{i}@example.org" for i in range(10)]
+    queue_digest(mail, readers)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that ran here and no longer does
+    host, _, namespace, _ = default_worker_id().split(":")
+    dead = f"{host}:{gone.pid}:{namespace}:abcdef"
+    elsewhere = f"another-host:{gone.pid}:{namespace}:abcdef"  # may be alive: its lease holds
+    with mail.store.write() as conn:
+        assert len(delivery_queue.claim(conn, worker=dead, now=mail.clock.now, limit=4)) == 4
+        assert len(delivery_queue.claim(conn, worker=elsewhere, now=mail.clock.now,
+                                        limit=2)) == 2
+    assert process_gone(dead) and not process_gone(elsewhere)
+    assert not process_gone(default_worker_id())  # this very process
+    with contextlib.ExitStack() as alive:
+        if mail.store.dialect == "postgresql":  # its session is there too
+            session = alive.enter_context(mail.store.engine.connect())
+            delivery_queue.hold_presence(session, elsewhere)
+            session.commit()
+        assert mail.send(lease=timedelta(minutes=5)).sent == 8
+        assert mail.statuses() == {"sent": 8, "sending": 2}
+    mail.clock.advance(minutes=6)
+    assert mail.send(lease=timedelta(minutes=5)).sent == 2
+    assert mail.smtp.recorder.count_by_recipient() == {reader: 1 for reader in readers}
+
+
+def test_claims_of_a_postgresql_session_that_ended_return_at_once(mail: Mail) -> None:
+    if mail.store.dialect != "postgresql":
+        pytest.skip("session presence is PostgreSQL's")
+    readers = [f"r{i}@example.org" for i in range(6)]
+    queue_digest(mail, readers)
+    # A worker on another machine: no pid to look at, only its database session.
+    remote = "another-host:4242:1:abcdef"
+    keeper = LeaseKeeper(mail.store, worker=remote, clock=mail.clock,
+                         lease=timedelta(minutes=5), newsletter=None, limit=3)
+    try:
+        assert len(keeper.claim()) == 3
+        assert mail.send(lease=timedelta(minutes=5)).sent == 3  # alive: its claims stay
+        assert mail.statuses() == {"sent": 3, "sending": 3}
+    finally:
+        assert keeper.presence is not None
+        keeper.presence.invalidate()  # the session ends as a killed process's would
+        keeper.presence = None
+    assert mail.send(lease=timedelta(minutes=5)).sent == 3  # at once, within the lease
     assert mail.smtp.recorder.count_by_recipient() == {reader: 1 for reader in readers}
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from feedpub.errors import StoreError
 from feedpub.store import (
     Status,
     add_subscriber,
@@ -38,7 +39,7 @@ def test_foreign_keys_are_enforced(database_url: str) -> None:
 
     with (
         open_store(database_url) as store,
-        pytest.raises(sa.exc.IntegrityError),
+        pytest.raises(StoreError, match=r"(?i)foreign key"),
         store.write() as conn,
     ):
         conn.execute(subscriptions.insert().values(

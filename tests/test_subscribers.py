@@ -94,9 +94,9 @@ def export_text(store: Store) -> str:
         ('"Lovelace, Ada" <ada@example.com>', "ada@example.com", "ada@example.com",
          "Lovelace, Ada"),
         ('"王 小明 🦄" <wang@example.cn>', "wang@example.cn", "wang@example.cn", "王 小明 🦄"),
-        ("zoë@Bücher.DE", "zoë@bücher.de", "zoë@bücher.de", None),
+        ("zoe@Bücher.DE", "zoe@bücher.de", "zoe@bücher.de", None),
         ("zoe@xn--bcher-kva.de", "zoe@bücher.de", "zoe@bücher.de", None),
-        ("用户@例子.广告", "用户@例子.广告", "用户@例子.广告", None),
+        ("user@例子.广告", "user@例子.广告", "user@例子.广告", None),
         ("POSTMASTER@Example.com", "postmaster@example.com", "postmaster@example.com", None),
         ("o'brien+news@sub.example.co.uk", "o'brien+news@sub.example.co.uk",
          "o'brien+news@sub.example.co.uk", None),
@@ -121,6 +121,8 @@ def test_addresses_are_normalised(typed: str, email: str, key: str, name: str | 
         "ada@example.invalid",
         "ada@exa mple.com",
         "ada@example.com\nBcc: everyone@example.com",
+        "jörg@example.com",  # needs SMTPUTF8: refused at the door, never accepted unsent
+        "用户@例子.广告",
         "Ada <ada@example.com",
         "ada@-example.com",
         "ada@example.com>",
@@ -148,8 +150,9 @@ ADDRESS_ALPHABET = "abcXYZ019.-_+'@!#~ ü"
 def test_parse_address_agrees_with_email_validator(local: str, domain: str, tld: str) -> None:
     typed = f"{local}@{domain}.{tld}" if tld else f"{local}@{domain}"
     try:
+        # Without SMTPUTF8: a non-ASCII local part is refused at the door.
         expected = validate_email(typed.strip(), check_deliverability=False,
-                                  allow_display_name=True).normalized
+                                  allow_display_name=True, allow_smtputf8=False).normalized
     except EmailNotValidError:
         expected = None
     if not typed.strip():
@@ -190,8 +193,8 @@ def test_the_same_address_in_any_case_is_one_subscriber(store: Store) -> None:
 
 def test_idn_domain_in_unicode_or_punycode_is_one_subscriber(store: Store) -> None:
     with store.write() as conn:
-        first = add_subscriber(conn, "zoë@bücher.de", now=T1)
-        second = add_subscriber(conn, "ZOË@xn--bcher-kva.de", now=T1)
+        first = add_subscriber(conn, "zoe@bücher.de", now=T1)
+        second = add_subscriber(conn, "ZOE@xn--bcher-kva.de", now=T1)
     assert not second.created
     assert second.subscriber.id == first.subscriber.id
 
@@ -517,7 +520,7 @@ UGLY_CSV = (
     "\r\n"
     '"Grace Hopper <GRACE@example.org>",,pending,daily,instant,"python, web",\r\n'
     "not-an-address,Nobody,active,weekly,,,\r\n"
-    '王小明@例子.中国,"王, 小明\n(Beijing)",ACTIVE,weekly,,,\r\n'
+    'wang@例子.中国,"王, 小明\n(Beijing)",ACTIVE,weekly,,,\r\n'
     "emoji@example.com,🦄 Unicorn,sleeping,weekly,,,\r\n"
     "bob@example.com,Bob,active,monthly,,,\r\n"
     "carol@example.com,Carol,active,weekly,sometimes,,\r\n"
@@ -542,7 +545,7 @@ def test_import_reports_invalid_rows_by_line_and_imports_the_rest(store: Store) 
     with store.read() as conn:
         ada = find_subscriber(conn, "ada@example.com")
         grace = find_subscriber(conn, "grace@example.org")
-        wang = find_subscriber(conn, "王小明@例子.中国")
+        wang = find_subscriber(conn, "wang@例子.中国")
         assert ada is not None and grace is not None and wang is not None
         ada_subs = [(s.newsletter, s.mode) for s in get_subscriptions(conn, ada.id)]
         grace_subs = get_subscriptions(conn, grace.id)

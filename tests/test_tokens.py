@@ -115,3 +115,21 @@ def test_a_token_for_a_subscriber_that_does_not_exist_is_refused(store: Store) -
     claim = read_token(SECRET, Purpose.UNSUBSCRIBE, token, max_age=None, now=NOW)
     with store.read() as conn, pytest.raises(TokenError):
         subscriber_for_token(conn, claim)
+
+
+def test_a_token_stamped_in_the_future_is_refused() -> None:
+    ahead = make_token(SECRET, Purpose.UNSUBSCRIBE, 42, check="k", now=NOW + timedelta(days=1))
+    with pytest.raises(TokenError, match="not valid"):
+        read_token(SECRET, Purpose.UNSUBSCRIBE, ahead, max_age=None, now=NOW)
+    # A clock a minute ahead on the machine that signed it is no reason to refuse a link.
+    skewed = make_token(SECRET, Purpose.UNSUBSCRIBE, 42, check="k",
+                        now=NOW + timedelta(minutes=1))
+    assert read_token(SECRET, Purpose.UNSUBSCRIBE, skewed, max_age=None, now=NOW).check == "k"
+
+
+@pytest.mark.parametrize("subscriber_id", [2**31, 2**63, 10**30, 0, -1])
+def test_a_signed_token_naming_an_impossible_id_is_refused(subscriber_id: int) -> None:
+    token = make_token(SECRET, Purpose.PREFERENCES, subscriber_id, check="k", now=NOW)
+    with pytest.raises(TokenError, match="unexpected content"):
+        read_token(SECRET, Purpose.PREFERENCES, token, max_age=None, now=NOW)
+

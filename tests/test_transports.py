@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import mailbox
 import shutil
 import socket
@@ -7,6 +8,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -360,7 +362,7 @@ def test_a_server_that_never_greets_times_out() -> None:
         with transport, pytest.raises(DeliveryError) as refused:
             transport.send(BOUNCES, "a@example.org", make_message())
     assert refused.value.permanent is False
-    assert "timed out" in str(refused.value)
+    assert "no answer within 0.2 s" in str(refused.value)
 
 
 # --- SMTP: threads -----------------------------------------------------------------
@@ -612,3 +614,238 @@ def test_two_processes_write_to_one_maildir(tmp_path: Path) -> None:
     for message in box:
         name, index = message["Subject"].split()
         assert message.get_content() == f"{name} says {index}\n"
+
+
+# --- SMTP: faults from a scripted server ---------------------------------------------
+
+
+STAGES = ("greeting", "EHLO", "MAIL", "RCPT", "DATA", "payload", "QUIT")
+"""Where a :class:`ScriptedServer` can misbehave: the greeting, a command, or the end of the
+message (``payload``: the reply after the final dot)."""
+
+
+class ScriptedServer:
+    """A raw-socket SMTP server on 127.0.0.1 that plays by the rules except at one stage,
+    where it drops the connection, stalls (never answers), or replies ``reply``.
+
+    ``fault_times`` bounds how many times the fault happens (None: every time); after that
+    the server behaves. ``delivered`` lists the recipients of messages it accepted (250
+    after the final dot); a drop or stall at ``payload`` receives the message without an
+    answer, as a real server that crashed after queueing it would.
+    """
+
+    def __init__(self, stage: str, action: str, *, reply: str = "",
+                 fault_times: int | None = None, smtputf8: bool = False) -> None:
+        assert stage in STAGES and action in ("drop", "stall", "reply")
+        self.stage, self.action, self.reply = stage, action, reply
+        self.fault_times = fault_times
+        self.smtputf8 = smtputf8
+        self.delivered: list[str] = []
+        self.received: list[str] = []
+        """Recipients whose message reached the server, answered or not."""
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.stopping = threading.Event()
+        self.sockets: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}?tls=none"
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        self.listener.close()
+        with self.lock:
+            for sock in self.sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def __enter__(self) -> ScriptedServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                sock, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.sockets.append(sock)
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _fault(self, stage: str) -> str | None:
+        """None: answer as usual; "drop", "stall" or the reply to give."""
+        if stage != self.stage:
+            return None
+        with self.lock:
+            if self.fault_times is not None:
+                if self.fault_times <= 0:
+                    return None
+                self.fault_times -= 1
+        return self.reply if self.action == "reply" else self.action
+
+    def _serve(self, sock: socket.socket) -> None:
+        sock.settimeout(30)
+        file = sock.makefile("rb")
+
+        def answer(stage: str, normal: str) -> bool:
+            fault = self._fault(stage)
+            if fault == "drop":
+                sock.shutdown(socket.SHUT_RDWR)
+                return False
+            if fault == "stall":
+                self.stopping.wait(30)
+                return False
+            sock.sendall(((fault or normal) + "\r\n").encode())
+            return not (fault or normal).startswith("421")
+
+        try:
+            if not answer("greeting", "220 scripted ESMTP"):
+                return
+            recipient = ""
+            while True:
+                line = file.readline()
+                if not line:
+                    return
+                verb = line[:4].decode("ascii", "replace").upper()
+                if verb in ("EHLO", "HELO"):
+                    extensions = ["250-scripted", "250-8BITMIME"]
+                    if self.smtputf8:
+                        extensions.append("250-SMTPUTF8")
+                    normal = "\r\n".join([*extensions, "250 PIPELINING"])
+                    if not answer("EHLO", normal):
+                        return
+                elif verb == "MAIL":
+                    if not answer("MAIL", "250 OK"):
+                        return
+                elif verb == "RCPT":
+                    recipient = line.decode("utf-8").split(":", 1)[1].strip().strip("<>")
+                    if not answer("RCPT", "250 OK"):
+                        return
+                elif verb == "DATA":
+                    if not answer("DATA", "354 go ahead"):
+                        return
+                    while file.readline() not in (b".\r\n", b""):
+                        pass
+                    with self.lock:
+                        self.received.append(recipient)
+                    fault = self._fault("payload")
+                    if fault in ("drop", "stall"):
+                        if fault == "stall":
+                            self.stopping.wait(30)
+                        sock.shutdown(socket.SHUT_RDWR)
+                        return
+                    reply = fault or "250 queued"
+                    if reply.startswith("250"):
+                        with self.lock:
+                            self.delivered.append(recipient)
+                    sock.sendall((reply + "\r\n").encode())
+                    if reply.startswith("421"):
+                        return
+                elif verb == "RSET":
+                    sock.sendall(b"250 OK\r\n")
+                elif verb == "QUIT":
+                    answer("QUIT", "221 bye")
+                    return
+                else:
+                    sock.sendall(b"502 no\r\n")
+        except OSError:
+            return
+        finally:
+            file.close()
+            sock.close()
+
+
+@pytest.mark.parametrize("stage", ["greeting", "EHLO", "MAIL", "RCPT", "DATA"])
+def test_a_drop_before_the_message_is_sent_never_says_it_may_have_been_accepted(
+        stage: str) -> None:
+    with (ScriptedServer(stage, "drop") as server, smtp(server.url, timeout=5) as transport,
+          pytest.raises(DeliveryError) as lost):
+        transport.send(BOUNCES, "a@example.org", make_message())
+    assert lost.value.permanent is False
+    assert "may have accepted" not in str(lost.value)
+    assert server.received == []
+
+
+def test_a_drop_after_the_message_was_sent_says_it_may_have_been_accepted() -> None:
+    with (ScriptedServer("payload", "drop") as server,
+          smtp(server.url, timeout=5) as transport, pytest.raises(DeliveryError) as lost):
+        transport.send(BOUNCES, "a@example.org", make_message())
+    assert "may have accepted it" in str(lost.value)
+    assert server.received == ["a@example.org"]
+
+
+@pytest.mark.parametrize("stage", ["greeting", "MAIL", "DATA", "payload"])
+def test_a_stalling_server_costs_one_timeout_not_one_per_message(stage: str) -> None:
+    timeout = 0.5
+    with ScriptedServer(stage, "stall") as server:
+        transport = smtp(server.url, timeout=timeout, pool=4)
+        started = time.monotonic()
+        errors: list[str] = []
+
+        def send(index: int) -> None:
+            try:
+                transport.send(BOUNCES, f"r{index}@example.org", make_message())
+            except DeliveryError as error:
+                errors.append(str(error))
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        transport.close()
+        elapsed = time.monotonic() - started
+    assert len(errors) == 12
+    assert any(f"within {timeout:g} s" in error for error in errors)
+    # 12 messages over 4 connections once took 3 timeouts a connection, plus one per QUIT.
+    assert elapsed < 3 * timeout, elapsed
+
+
+def test_unanswered_quits_are_said_at_once_and_cut_short_after_the_timeout() -> None:
+    timeout = 0.5
+    with ScriptedServer("QUIT", "stall") as server:
+        transport = smtp(server.url, timeout=timeout, pool=4)
+        barrier = threading.Barrier(4)
+
+        def send(index: int) -> None:
+            barrier.wait()  # four at once: four connections
+            transport.send(BOUNCES, f"r{index}@example.org", make_message())
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert transport.connections_opened == 4
+        started = time.monotonic()
+        transport.close()
+        elapsed = time.monotonic() - started
+    assert sorted(server.delivered) == [f"r{i}@example.org" for i in range(4)]
+    assert elapsed < 2 * timeout, elapsed  # concurrently: one timeout, not four
+    assert transport.closing_note is not None
+    assert "4 connection(s)" in transport.closing_note and "QUIT" in transport.closing_note
+
+
+def test_a_stalled_server_is_given_another_chance_after_the_timeout() -> None:
+    with (ScriptedServer("MAIL", "stall", fault_times=1) as server,
+          smtp(server.url, timeout=0.3, pool=1) as transport):
+        with pytest.raises(DeliveryError):
+            transport.send(BOUNCES, "a@example.org", make_message())
+        with pytest.raises(DeliveryError) as fast:
+            transport.send(BOUNCES, "b@example.org", make_message())
+        assert "within 0.3 s" in str(fast.value)
+        time.sleep(0.35)
+        transport.send(BOUNCES, "c@example.org", make_message())
+    assert server.delivered == ["c@example.org"]

@@ -247,7 +247,6 @@ def active_subscriber(web: Web, email: str, *newsletters: str) -> Subscriber:
         ("/atom.xml", "application/atom+xml; charset=utf-8"),
         ("/rss.xml", "application/rss+xml; charset=utf-8"),
         ("/feed.json", "application/feed+json; charset=utf-8"),
-        ("/feed.xsl", "text/xsl; charset=utf-8"),
         ("/categories/python/atom.xml", "application/atom+xml; charset=utf-8"),
         ("/categories/python/rss.xml", "application/rss+xml; charset=utf-8"),
     ],
@@ -359,11 +358,11 @@ def test_gzip_is_its_own_representation(sqlite_web: Web) -> None:
     client = sqlite_web.client
     plain = client.get("/rss.xml", headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers
-    assert plain.headers["vary"] == "Accept-Encoding"
+    assert plain.headers["vary"] == "Accept, Accept-Encoding"  # a feed: browsers get a page
     with client.stream("GET", "/rss.xml", headers={"Accept-Encoding": "br, gzip"}) as packed:
         raw = b"".join(packed.iter_raw())
         assert packed.headers["content-encoding"] == "gzip"
-        assert packed.headers["vary"] == "Accept-Encoding"
+        assert packed.headers["vary"] == "Accept, Accept-Encoding"
         assert int(packed.headers["content-length"]) == len(raw) < len(plain.content)
         gzip_etag = packed.headers["etag"]
     assert gzip.decompress(raw) == plain.content
@@ -916,3 +915,58 @@ def test_a_build_shows_its_new_categories_without_a_restart(sqlite_web: Web) -> 
     sqlite_web.clock.advance(seconds=5)  # well within the list's time to live
     build(sqlite_web.settings, sqlite_web.clock.now)
     assert offered() == ["Python", "Rust", "機器學習", "🎉"]
+
+
+# --- a feed opened in a browser ------------------------------------------------------------
+
+CHROMIUM_ACCEPT = ("text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,"
+                   "image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7")
+FEEDPARSER_ACCEPT = ("application/atom+xml,application/rdf+xml,application/rss+xml,"
+                     "application/x-netcdf,application/xml;q=0.9,text/xml;q=0.2,*/*;q=0.1")
+
+
+@pytest.mark.parametrize("path", ["/atom.xml", "/rss.xml", "/feed.json",
+                                  "/categories/python/atom.xml"])
+def test_a_browser_gets_a_page_of_the_feed_and_a_reader_the_feed(sqlite_web: Web,
+                                                                  path: str) -> None:
+    public = sqlite_web.settings.public_dir
+    page = sqlite_web.client.get(path, headers={"Accept": CHROMIUM_ACCEPT})
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert page.headers["vary"] == "Accept"
+    assert page.headers["cache-control"] == "public, max-age=300"
+    html = lxml.html.fromstring(page.text)
+    feed_url = "https://example.com" + path
+    assert html.xpath('//input[@id="feed-address"]/@value') == [feed_url]
+    assert html.xpath('//input[@id="feed-address"]/@readonly') == ["readonly"]
+    assert html.xpath('//a[@class="button"]/@href') == [BASE + "/subscribe"]
+    titles = [a.text_content() for a in html.xpath('//ul[@class="latest"]/li/a')]
+    expected = (["First post"] if "python" in path
+                else ["Third", "第二篇 🎉", "First post"])
+    assert [" ".join(t.split()) for t in titles] == expected
+    assert "feed reader" in html.xpath("string(//p[@class='lead'])")
+    # The page has validators of its own; a revalidation costs a 304.
+    again = sqlite_web.client.get(path, headers={"Accept": CHROMIUM_ACCEPT,
+                                                 "If-None-Match": page.headers["etag"]})
+    assert again.status_code == 304 and again.headers["vary"] == "Accept"
+
+    feed_bytes = (public / path.lstrip("/")).read_bytes()
+    for accept in (FEEDPARSER_ACCEPT, "*/*", None, "text/html, application/atom+xml"):
+        headers = {"Accept": accept} if accept else {}
+        feed = sqlite_web.client.get(path, headers={**headers, "Accept-Encoding": "identity"})
+        assert feed.status_code == 200, accept
+        assert feed.content == feed_bytes, accept
+        assert feed.headers["content-type"] != "text/html; charset=utf-8"
+        assert feed.headers["vary"].startswith("Accept"), feed.headers["vary"]
+        assert feed.headers["etag"] != page.headers["etag"]
+        assert feed.headers["last-modified"] and feed.headers["cache-control"]
+        cached = sqlite_web.client.get(path, headers={**headers,
+                                                      "If-None-Match": feed.headers["etag"]})
+        assert cached.status_code == 304
+
+
+def test_other_files_do_not_vary_with_accept(sqlite_web: Web) -> None:
+    public = sqlite_web.settings.public_dir
+    (public / "note.txt").write_text("plain " * 100, encoding="utf-8")
+    response = sqlite_web.client.get("/note.txt", headers={"Accept": CHROMIUM_ACCEPT})
+    assert response.headers["vary"] == "Accept-Encoding"

@@ -33,12 +33,8 @@ from feedpub.mail.transports import open_transport
 from feedpub.sender import send_queued
 from feedpub.store import Status, Store, find_subscriber, get_subscriptions, open_store
 from feedpub.web import create_app
-from tests.conftest import Clock, SiteFactory, free_port
+from tests.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Clock, SiteFactory, free_port
 
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 # Monday 2 March 2026, 08:00 UTC: the weekly digest's slot is 09:00.
 SIGN_UP = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 

@@ -50,9 +50,9 @@ def build(ctx: click.Context, now: str | None, jobs: int | None, quiet: bool) ->
     """Render the posts and write the feeds and pages into public/.
 
     \b
-    Writes public/atom.xml, rss.xml, feed.json, feed.xsl and
-    public/categories/<slug>/atom.xml and rss.xml. With [pages] on, also
-    each post at its permalink, index.html, archive/, categories/<slug>/,
+    Writes public/atom.xml, rss.xml, feed.json (feed.xsl with [feed] xslt)
+    and public/categories/<slug>/atom.xml and rss.xml. With [pages] on, also
+    each post at its permalink, index.html, archive/, categories/<slug>/, feeds/,
     editions/<newsletter>/, 404.html, sitemap.xml, robots.txt, style.css,
     and the files beside posts, static/ and content/images/ where their
     links resolve. Only what changed is rendered or copied again; the page

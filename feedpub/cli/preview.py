@@ -1,4 +1,5 @@
-"""``feedpub preview``: the next edition as files to open, nothing sent or stored."""
+"""``feedpub preview``: the next edition as files to open, or as a test message to
+the author; nothing stored."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import click
 
 from feedpub.cli._common import NOW_OPTION, main, parse_now, settings_from
-from feedpub.preview import preview_edition
+from feedpub.preview import preview_edition, send_test
 
 
 @main.command()
@@ -15,25 +16,33 @@ from feedpub.preview import preview_edition
               help="Which [[newsletter]] (default: the first one).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the files (default: .feedpub-cache/preview/ in the site).")
+@click.option("--send-to", "send_to", metavar="ADDRESS",
+              help="Also send it to ADDRESS through [mail] transport, subject marked "
+                   "[Test]; no delivery is recorded.")
 @NOW_OPTION
 @click.pass_context
 def preview(ctx: click.Context, newsletter: str | None, out_dir: Path | None,
-            now: str | None) -> None:
+            send_to: str | None, now: str | None) -> None:
     """Render the next edition of a newsletter as .html, .txt and .eml files.
 
     The files show what a subscriber would receive (addressed to a sample
-    recipient); nothing is sent and the database is not changed. When no
-    post is waiting for the next digest, the most recent posts are shown.
+    recipient); the database is not changed. When no post is waiting for the
+    next digest, the most recent posts are shown. --send-to sends the same
+    message to you first, as a test: the queue, the deliveries and what the
+    next digest holds stay as they were.
 
     \b
     Example:
         feedpub --site mysite preview
         feedpub preview --newsletter daily --out /tmp/preview
         open .feedpub-cache/preview/weekly.html      # or: xdg-open
+        feedpub preview --send-to me@example.com
     """
+    from feedpub.errors import DeliveryError, InvalidAddress
+
     settings = settings_from(ctx)
-    result = preview_edition(settings, newsletter=newsletter, out_dir=out_dir,
-                             now=parse_now(now))
+    at = parse_now(now)
+    result = preview_edition(settings, newsletter=newsletter, out_dir=out_dir, now=at)
     rendered = result.rendered
     for error in result.content_errors:
         click.echo(f"error: {error}", err=True)
@@ -56,5 +65,12 @@ def preview(ctx: click.Context, newsletter: str | None, out_dir: Path | None,
                    "require a postal address in every newsletter", err=True)
     for path in (result.html_path, result.text_path, result.eml_path, result.web_path):
         click.echo(f"wrote {path}")
+    if send_to is not None:
+        try:
+            send_test(settings, result, send_to, now=at)
+        except (InvalidAddress, DeliveryError) as error:
+            click.echo(f"error: test message not sent: {error}", err=True)
+            ctx.exit(1)
+        click.echo(f"sent a test to {send_to} (nothing recorded)")
     if result.content_errors:
         ctx.exit(1)

@@ -12,7 +12,7 @@ import logging
 import re
 import types
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -136,6 +136,35 @@ def personalize_parts(html_part: str, text_part: str, recipient: Recipient) -> t
     )
 
 
+_WORD_JOINER = "\u2060"
+"""Invisible, and kept by jinja2, lxml, premailer and html2text: put after the ``%%`` of
+placeholder-like text in a post, it keeps that text out of :data:`PLACEHOLDER_PATTERN`."""
+
+
+def inert_text(text: str) -> str:
+    """``text`` with anything that looks like a placeholder made plain text: only
+    feedpub's own templates may carry placeholders, never a post."""
+    if "%%" not in text:
+        return text
+    return PLACEHOLDER_PATTERN.sub(lambda m: "%%" + _WORD_JOINER + m[0][2:], text)
+
+
+def _inert(entry: Entry) -> Entry:
+    """The entry with every text a template may show made :func:`inert_text` (its id and
+    URLs are left: they are keys, and a placeholder in a URL is percent-encoded)."""
+    return replace(
+        entry,
+        title=inert_text(entry.title),
+        slug=inert_text(entry.slug),
+        content_html=inert_text(entry.content_html),
+        summary_html=inert_text(entry.summary_html),
+        summary_text=inert_text(entry.summary_text),
+        categories=tuple(inert_text(name) for name in entry.categories),
+        tags=tuple(inert_text(name) for name in entry.tags),
+        author=replace(entry.author, name=inert_text(entry.author.name)),
+    )
+
+
 def render_edition(
     entries: Sequence[Entry],
     *,
@@ -152,7 +181,7 @@ def render_edition(
     102 KB), entries are cut to their summary, oldest first, until it fits; the
     web page keeps them whole.
     """
-    entries = _unique(entries)
+    entries = [_inert(entry) for entry in _unique(entries)]
     if not entries:
         raise ValueError("an edition needs at least one entry")
     if kind == "post" and len(entries) != 1:

@@ -230,12 +230,13 @@ class _Refused(Exception):
 
 def _timed_out(error: BaseException) -> bool:
     """Whether ``error`` (or what smtplib turned into it) is a socket timeout."""
-    while error is not None:
-        if isinstance(error, TimeoutError):
+    cause: BaseException | None = error
+    for _ in range(8):  # smtplib wraps an error once or twice
+        if cause is None:
+            break
+        if isinstance(cause, TimeoutError) or "timed out" in str(cause):
             return True
-        if "timed out" in str(error):
-            return True
-        error = error.__context__  # type: ignore[assignment]
+        cause = cause.__context__
     return False
 
 

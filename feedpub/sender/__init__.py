@@ -121,7 +121,10 @@ def send_queued(
             options=options, progress=progress, worker=worker or default_worker_id(),
             wall=wall, signing=signing, total=total,
         )
-        run.loop()
+        try:
+            run.loop()
+        finally:
+            run.leases.close()
     with store.read() as conn:
         queued = queue.count_due(conn, clock(), newsletter=newsletter)
     tally = run.recorder.tally

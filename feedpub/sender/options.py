@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 Clock = Callable[[], datetime]
 Progress = Callable[[int, int], None]
@@ -76,7 +77,59 @@ class SendReport:
 
 
 def default_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    """``HOST:PID:PIDNS:RANDOM``: where the worker runs, so that another worker on the same
+    host can tell when its process is gone (:func:`process_gone`)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_pid_namespace()}:{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class WorkerId:
+    host: str
+    pid: int
+    namespace: str
+
+
+def parse_worker_id(worker: str) -> WorkerId | None:
+    """The parts of a :func:`default_worker_id`; None for another form (an older version's,
+    or a name a caller chose), whose claims only their lease brings back."""
+    parts = worker.split(":")
+    if len(parts) != 4 or not parts[1].isdigit():
+        return None
+    return WorkerId(parts[0], int(parts[1]), parts[2])
+
+
+def _pid_namespace() -> str:
+    """The pid namespace's inode (containers on one host share a host name, not pids)."""
+    try:
+        link = str(Path("/proc/self/ns/pid").readlink())
+        return "".join(c for c in link if c.isdigit()) or "-"
+    except OSError:
+        return "-"
+
+
+def process_gone(worker: str) -> bool:
+    """Whether ``worker`` ran on this host (and pid namespace) in a process that no longer
+    runs. False whenever that cannot be known: another host, another form of id, or this
+    very process (several runs may share it)."""
+    parsed = parse_worker_id(worker)
+    if (
+        parsed is None
+        or parsed.host != socket.gethostname()
+        or parsed.namespace != _pid_namespace()
+        or parsed.pid == os.getpid()
+    ):
+        return False
+    try:
+        os.kill(parsed.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    try:  # killed, not yet reaped by its parent: a zombie sends nothing more
+        stat = Path(f"/proc/{parsed.pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def offset_clock(start: datetime) -> Clock:

@@ -110,13 +110,17 @@ def _local_address(bare: str) -> str | None:
     return f"{checked.local_part}@{domain.lower()}"
 
 
-def parse_address(text: str, *, allow_local: bool = False) -> Address:
+def parse_address(text: str, *, allow_local: bool = False, allow_smtputf8: bool = False
+                  ) -> Address:
     """``ada@example.com`` or ``Ada Lovelace <Ada@Example.COM>`` -> :class:`Address`.
 
     The address is checked by email-validator (syntax only: no DNS lookups);
     the display name may be quoted or not, in any script. ``allow_local``
     also accepts addresses at a local domain (``root@localhost``, see
-    :func:`is_local_domain`), which are refused otherwise. Raises
+    :func:`is_local_domain`), which are refused otherwise. An address with
+    non-ASCII letters before the @ (``jörg@example.com``) needs SMTPUTF8, which
+    feedpub's messages do not use: it is refused unless ``allow_smtputf8``
+    (to look up an address stored before this rule). Raises
     :class:`InvalidAddress`.
     """
     stripped = text.strip()
@@ -144,4 +148,11 @@ def parse_address(text: str, *, allow_local: bool = False) -> Address:
                 raise InvalidAddress(
                     f"{stripped!r} is not a valid email address: {exc}"
                 ) from None
+    if not allow_smtputf8 and not email.rpartition("@")[0].isascii():
+        # Refused at the door rather than accepted and never delivered: mail to such an
+        # address needs SMTPUTF8 all the way, which feedpub's messages do not use.
+        raise InvalidAddress(
+            f"{stripped!r} has non-ASCII letters before the @, which feedpub cannot send "
+            "mail to (it needs SMTPUTF8); use an address with ASCII letters before the @"
+        )
     return Address(email=email, key=email_key(email), name=name)

@@ -86,20 +86,48 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+def _first_line(error: sa.exc.DBAPIError) -> str:
+    text = str(error.orig if error.orig is not None else error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def database_error(error: sa.exc.DBAPIError) -> StoreError:
+    """One line for a database's error (a full disk, a lost server, a constraint): the
+    driver's first line, not SQLAlchemy's page of statement and parameters."""
+    return StoreError(f"the database failed: {_first_line(error)}")
+
+
+def _connect(engine: Engine) -> Connection:
+    try:
+        return engine.connect()
+    except sa.exc.DBAPIError as error:
+        shown = engine.url.render_as_string(hide_password=True)
+        raise StoreError(f"cannot open database {shown}: {_first_line(error)}",
+                         key="database.url") from error
+
+
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A connection in a transaction that will write: committed on success, else rolled back."""
-    with engine.connect() as connection:
-        connection = connection.execution_options(**{_WRITE_OPTION: True})
-        with connection.begin():
-            yield connection
+    """A connection in a transaction that will write: committed on success, else rolled back
+    (nothing half-written). A database error becomes a one-line :class:`StoreError`."""
+    try:
+        with _connect(engine) as connection:
+            connection = connection.execution_options(**{_WRITE_OPTION: True})
+            with connection.begin():
+                yield connection
+    except sa.exc.DBAPIError as error:
+        raise database_error(error) from error
 
 
 @contextmanager
 def read_transaction(engine: Engine) -> Iterator[Connection]:
-    """A connection in a transaction that only reads (a consistent snapshot)."""
-    with engine.connect() as connection, connection.begin():
-        yield connection
+    """A connection in a transaction that only reads (a consistent snapshot). A database
+    error becomes a one-line :class:`StoreError`."""
+    try:
+        with _connect(engine) as connection, connection.begin():
+            yield connection
+    except sa.exc.DBAPIError as error:
+        raise database_error(error) from error
 
 
 def insert_ignoring_conflicts(connection: Connection, table: sa.Table) -> Any:

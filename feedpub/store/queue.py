@@ -7,11 +7,15 @@ take disjoint batches without waiting for each other; on SQLite the claim runs
 in a ``BEGIN IMMEDIATE`` transaction, so claims take turns. A worker that dies
 leaves its claims in ``sending``; once their lease has run out,
 :func:`requeue_expired` puts them back, so nothing is lost and at most the
-messages that were in flight are sent twice.
+messages that were in flight are sent twice. A worker known to be dead (its
+process is gone from this host, or on PostgreSQL its session is gone:
+:func:`hold_presence`, :func:`session_gone`) has its claims put back at once
+by :func:`requeue_claims_of`.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -73,6 +77,62 @@ def requeue_expired(conn: Connection, now: datetime, lease: timedelta) -> int:
         .values(status=DeliveryStatus.QUEUED.value, claimed_by=None, claimed_at=None)
     )
     return max(result.rowcount, 0)
+
+
+def claimers(conn: Connection) -> list[str]:
+    """The workers that hold claims now."""
+    return [
+        worker for (worker,) in conn.execute(
+            sa.select(deliveries.c.claimed_by).distinct().where(
+                deliveries.c.status == DeliveryStatus.SENDING.value,
+                deliveries.c.claimed_by.is_not(None),
+            )
+        )
+    ]
+
+
+def requeue_claims_of(conn: Connection, workers: Sequence[str]) -> int:
+    """The claims of workers known to be dead go back to the queue at once, as they were."""
+    if not workers:
+        return 0
+    result = conn.execute(
+        deliveries.update()
+        .where(
+            deliveries.c.status == DeliveryStatus.SENDING.value,
+            deliveries.c.claimed_by.in_(list(workers)),
+        )
+        .values(
+            status=sa.case(
+                (deliveries.c.attempts > 0, DeliveryStatus.RETRYING.value),
+                else_=DeliveryStatus.QUEUED.value,
+            ),
+            claimed_by=None,
+            claimed_at=None,
+        )
+    )
+    return max(result.rowcount, 0)
+
+
+def presence_key(worker: str) -> int:
+    """The PostgreSQL advisory lock (a signed 64-bit key) that a live worker holds."""
+    digest = hashlib.sha256(f"feedpub.worker:{worker}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def hold_presence(conn: Connection, worker: str) -> None:
+    """PostgreSQL: take ``worker``'s session-level advisory lock on ``conn``, a connection the
+    worker keeps open while it runs; the server frees it when the session ends, however
+    the process died."""
+    conn.execute(sa.select(sa.func.pg_advisory_lock(presence_key(worker))))
+
+
+def session_gone(conn: Connection, worker: str) -> bool:
+    """PostgreSQL: whether the session that held ``worker``'s presence lock has ended."""
+    key = presence_key(worker)
+    taken = conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one()
+    if taken:
+        conn.execute(sa.select(sa.func.pg_advisory_unlock(key)))
+    return bool(taken)
 
 
 def claim(

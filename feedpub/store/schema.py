@@ -233,6 +233,10 @@ deliveries = sa.Table(
     sa.Index("ix_deliveries_subscriber_id", "subscriber_id"),
     # Added by migration 0004: a bounce that quotes the original finds its delivery.
     sa.Index("ix_deliveries_message_id", "message_id"),
+    # Added by migration 0007, for the dashboard: each edition's counts from the index
+    # alone, and the messages sent in the last hour.
+    sa.Index("ix_deliveries_edition_status_sent", "edition_id", "status", "sent_at"),
+    sa.Index("ix_deliveries_sent_at", "sent_at"),
 )
 
 send_rate = sa.Table(
@@ -337,6 +341,18 @@ feed_service_counts = sa.Table(
     sa.Column("service", sa.String(64), primary_key=True),
     sa.Column("subscribers", sa.Integer, nullable=False),
     sa.Column("seen_at", UTCDateTime, nullable=False),
+)
+
+# --- the web form's shared rate limits (migration 0006) ------------------------------
+
+web_rate_limits = sa.Table(
+    "web_rate_limits",
+    metadata,
+    # One token bucket of `feedpub serve` (feedpub.web.guards.SharedBuckets): a scope and
+    # the hash of a client or email address, and the moment (seconds since the epoch)
+    # its bucket is full again. Shared by every process, so limits do not multiply.
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("full_at", sa.Float, nullable=False, server_default="0"),
 )
 
 # --- the dashboard's audit log (migration 0007) -------------------------------------

@@ -228,7 +228,8 @@ def suppression_hash(address_key: str) -> str:
 
 def suppressed_since(conn: Connection, address: str | Address) -> datetime | None:
     """When this address was suppressed (forgotten), or None. Raises InvalidAddress."""
-    parsed = parse_address(address) if isinstance(address, str) else address
+    parsed = parse_address(address, allow_smtputf8=True) \
+        if isinstance(address, str) else address
     return conn.execute(
         sa.select(suppressed_addresses.c.at)
         .where(suppressed_addresses.c.hash == suppression_hash(parsed.key))
@@ -275,7 +276,8 @@ def get_subscriber(conn: Connection, subscriber_id: int) -> Subscriber | None:
 
 def find_subscriber(conn: Connection, address: str | Address) -> Subscriber | None:
     """The subscriber with this address, whatever its case; raises InvalidAddress."""
-    parsed = parse_address(address) if isinstance(address, str) else address
+    parsed = parse_address(address, allow_smtputf8=True) \
+        if isinstance(address, str) else address
     row = conn.execute(
         sa.select(subscribers).where(subscribers.c.email_key == parsed.key)
     ).mappings().first()

@@ -30,7 +30,7 @@ from starlette.routing import Route
 from feedpub import urls
 from feedpub.audience import FetchCounter
 from feedpub.config import Settings
-from feedpub.errors import FeedpubError
+from feedpub.errors import FeedpubError, StoreError
 from feedpub.pages import HONEYPOT_FIELD
 from feedpub.store import (
     InvalidAddress,
@@ -43,18 +43,19 @@ from feedpub.store import (
 )
 from feedpub.tokens import Purpose, TokenError
 from feedpub.web import actions
+from feedpub.web.admin import admin_routes
 from feedpub.web.categories import SiteCategories
 from feedpub.web.guards import (
     BodyLimit,
     FormTokens,
-    TokenBuckets,
     WebLimits,
+    make_buckets,
     origin_of,
     posted_from,
     same_origin,
 )
 from feedpub.web.pages import Pages
-from feedpub.web.public import PublicFiles
+from feedpub.web.public import PublicFile, PublicFiles, is_feed_file, prefers_html
 from feedpub.web.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,7 @@ class WebApp:
         self.files = PublicFiles(settings.public_dir)
         self.categories = SiteCategories(settings)
         self.form_tokens = FormTokens(settings.require_secret(), limits.form_max_age)
-        self.per_client = TokenBuckets(limits.per_client, limits.max_tracked)
-        self.per_address = TokenBuckets(limits.per_address, limits.max_tracked)
+        self.per_client, self.per_address = make_buckets(store, limits)
         self.trusted_origin = origin_of(settings.web.url) or ""
         self.embed_origins = frozenset(settings.web.embed_origins)
         # The subscribe form is also on the site's pages (feedpub build) and, where the
@@ -238,7 +238,7 @@ class WebApp:
         if not same_origin(request.headers, trusted_origins=self.form_origins):
             return self.cross_site()
         client = request.client.host if request.client else "unknown"
-        wait = self.per_client.take(client, now)
+        wait = await run_in_threadpool(self.per_client.take, client, now)
         if wait is not None:
             return self.message_page(
                 self._("Too many requests"),
@@ -274,7 +274,7 @@ class WebApp:
             if errors:
                 return self.subscribe_form(now, categories, email=email, selection=selection,
                                            errors=errors, status=400)
-        if self.per_address.take(address_key, now) is not None:
+        if await run_in_threadpool(self.per_address.take, address_key, now) is not None:
             return self.check_inbox()
         confirmation = await run_in_threadpool(
             actions.request_subscription, self.store, self.settings, email, selection, now=now,
@@ -421,7 +421,7 @@ class WebApp:
         headers = {"Cache-Control": "no-store"}
         try:
             await run_in_threadpool(ping)
-        except sa.exc.SQLAlchemyError as exc:
+        except (sa.exc.SQLAlchemyError, StoreError) as exc:
             log.error("health check: the store is unreachable: %s", exc)
             return PlainTextResponse("store unreachable\n", status_code=503, headers=headers)
         return PlainTextResponse("ok\n", headers=headers)
@@ -444,12 +444,39 @@ class WebApp:
                 [self._("There is nothing at this address.")],
                 status=404,
             )
+        if is_feed_file(path) and prefers_html(request.headers.get("accept", "")):
+            # A person opened the feed's link: a page about it, not raw XML (browsers
+            # are removing XSLT). Readers get the feed at the same URL (Vary: Accept).
+            return await run_in_threadpool(self.feed_page, path, loaded, request)
         response = self.files.response(loaded, request.headers)
         if request.method == "GET" and response.status_code in (200, 304):
             self.readers.record(self.clock(), request.scope["path"],
                                 request.client.host if request.client else "",
                                 request.headers.get("user-agent", ""))
         return response
+
+    def feed_page(self, path: str, file: PublicFile, request: Request) -> Response:
+        """The page a browser is shown for a feed: what a feed is, the address to copy,
+        the subscribe button and the latest posts, read from the feed file itself."""
+        from feedpub.feeds import read_feed_summary
+
+        validators = {"ETag": file.page_etag, "Last-Modified": file.last_modified,
+                      "Cache-Control": self.files.cache_control, "Vary": "Accept"}
+        if file.not_modified(request.headers, page=True):
+            return Response(status_code=304, headers=validators)
+        data = file.body if file.body is not None else Path(file.path).read_bytes()
+        try:
+            summary = read_feed_summary(data, limit=self.settings.feed.limit)
+        except FeedpubError as exc:
+            log.error("cannot show %s as a page: %s", path, exc)
+            return self.files.response(file, request.headers)
+        return self.pages.response("feed.html", {
+            "title": summary.title or self.settings.site.title,
+            "feed_url": self.settings.site.url + quote(path),
+            "items": summary.items,
+            "newsletters": self.settings.newsletters,
+            "format_date": self.pages.language.date,
+        }, headers=validators)
 
     async def flush_readers(self, *, final: bool = False) -> None:
         """Writes the counted feed fetches every FLUSH_SECONDS (and at shutdown):
@@ -519,6 +546,7 @@ def create_app(
         Route(path("healthz"), web.healthz, methods=["GET"]),
         *(Route(path(f"webhook_{name}"), getattr(hooks, name), methods=["POST"])
           for name in ("ses", "postmark", "mailgun", "sendgrid")),
+        *admin_routes(settings, web.store, web.clock),
         # Everything else is a file of public/ (feeds, edition pages).
         Route("/{path:path}", web.public_file, methods=["GET"]),
     ]

@@ -1,24 +1,34 @@
 """What keeps the subscribe form from being abused: rate limits, same-origin posts, form tokens.
 
-The rate limits are token buckets held in the app's memory: right for one
-``feedpub serve`` process. Several processes behind a balancer each keep their
-own buckets, so the limits multiply by the number of processes.
+The rate limits are token buckets. With SQLite (one machine, usually one
+``feedpub serve`` process) they are held in the app's memory
+(:class:`TokenBuckets`); with PostgreSQL, or when ``WebLimits.shared`` says
+so, in the database (:class:`SharedBuckets`), so that ``uvicorn --workers N``
+and several ``serve`` instances behind a balancer share one limit instead of
+multiplying it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import math
 import threading
 from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 from urllib.parse import urlsplit
 
+import sqlalchemy as sa
 from itsdangerous import BadSignature, URLSafeSerializer
 from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from feedpub.store.engine import Store, insert_ignoring_conflicts
+from feedpub.store.schema import web_rate_limits
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,9 @@ class WebLimits:
     """A subscribe form older than this is shown again instead of being accepted."""
     max_tracked: int = 100_000
     """Keys each bucket set remembers; the least recently seen are forgotten first."""
+    shared: bool | None = None
+    """Keep the limits in the database, shared by every process that uses it. None: when
+    the database is PostgreSQL (SQLite keeps them in the process's memory)."""
 
 
 @dataclass
@@ -73,6 +86,70 @@ class TokenBuckets:
                 bucket.tokens -= 1
                 return None
             return timedelta(seconds=math.ceil((1 - bucket.tokens) / rate))
+
+
+class Buckets(Protocol):
+    def take(self, key: str, now: datetime) -> timedelta | None:
+        """Spend one token for ``key``: None when allowed, else how long until one is back."""
+        ...
+
+
+class SharedBuckets:
+    """Token buckets in the database (``web_rate_limits``), shared by every process.
+
+    Each key keeps one number, as in the generic cell rate algorithm: the
+    moment its bucket is full again (``full_at``). A request is let through
+    while that moment is less than ``burst - 1`` intervals ahead, and moves
+    it one interval further: the same answers as :class:`TokenBuckets`. Keys
+    are hashed (client and email addresses stay out of the table) and scoped
+    by ``scope``; rows of full buckets are deleted now and then.
+    """
+
+    PRUNE_EVERY = 256
+    """Takes between two deletions of full buckets' rows."""
+
+    def __init__(self, store: Store, scope: str, limit: RateLimit) -> None:
+        self.store = store
+        self.scope = scope
+        self.limit = limit
+        self._takes = itertools.count(1)
+
+    def key_of(self, key: str) -> str:
+        digest = hashlib.sha256(f"{self.scope}\0{key}".encode()).hexdigest()[:40]
+        return f"{self.scope}:{digest}"
+
+    def take(self, key: str, now: datetime) -> timedelta | None:
+        interval = self.limit.interval.total_seconds()
+        tolerance = interval * (self.limit.burst - 1)
+        at = now.timestamp()
+        name = self.key_of(key)
+        with self.store.write() as conn:
+            conn.execute(
+                insert_ignoring_conflicts(conn, web_rate_limits)
+                .values(key=name, full_at=0.0)
+                .on_conflict_do_nothing(index_elements=["key"])
+            )
+            query = sa.select(web_rate_limits.c.full_at).where(web_rate_limits.c.key == name)
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()
+            full_at = max(float(conn.execute(query).scalar_one()), at)
+            if full_at - at > tolerance:
+                return timedelta(seconds=math.ceil(full_at - at - tolerance))
+            conn.execute(web_rate_limits.update().where(web_rate_limits.c.key == name)
+                         .values(full_at=full_at + interval))
+            if next(self._takes) % self.PRUNE_EVERY == 0:
+                conn.execute(web_rate_limits.delete().where(web_rate_limits.c.full_at < at))
+        return None
+
+
+def make_buckets(store: Store, limits: WebLimits) -> tuple[Buckets, Buckets]:
+    """The per-client and per-address buckets: shared through the database, or in memory."""
+    shared = limits.shared if limits.shared is not None else store.dialect == "postgresql"
+    if shared:
+        return (SharedBuckets(store, "client", limits.per_client),
+                SharedBuckets(store, "address", limits.per_address))
+    return (TokenBuckets(limits.per_client, limits.max_tracked),
+            TokenBuckets(limits.per_address, limits.max_tracked))
 
 
 def origin_of(url: str) -> str | None:

@@ -38,6 +38,13 @@ FEED_TYPES = {
     "feed.xsl": "text/xsl; charset=utf-8",
 }
 """By file name: ``atom.xml`` is a feed wherever it is (``categories/<slug>/atom.xml``)."""
+FEED_FILES = frozenset({"atom.xml", "rss.xml", "feed.json"})
+"""The files a browser may be shown a page of instead (see :func:`prefers_html`)."""
+_PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+_FEED_MEDIA_TYPES = frozenset({
+    "application/atom+xml", "application/rss+xml", "application/rdf+xml",
+    "application/feed+json", "application/xml", "text/xml", "application/json",
+})
 TYPES_BY_SUFFIX = {
     ".html": "text/html; charset=utf-8",
     ".htm": "text/html; charset=utf-8",
@@ -65,6 +72,34 @@ def media_type_for(name: str) -> str:
     if suffix in TYPES_BY_SUFFIX:
         return TYPES_BY_SUFFIX[suffix]
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def is_feed_file(url_path: str) -> bool:
+    return PurePosixPath(url_path).name in FEED_FILES
+
+
+def prefers_html(accept: str) -> bool:
+    """Whether a client that sends this ``Accept`` wants a page rather than a feed:
+    ``text/html`` ranks above every feed type it names. Browsers send
+    ``text/html,…,application/xml;q=0.9,…``; feed readers name the feed types, or
+    ``*/*``, or nothing. A tie goes to the feed: a reader must never get a page."""
+    page = feed = 0.0
+    for item in accept.split(","):
+        media_type, _, params = item.partition(";")
+        media_type = media_type.strip().lower()
+        quality = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if media_type in _PAGE_TYPES:
+            page = max(page, quality)
+        elif media_type in _FEED_MEDIA_TYPES:
+            feed = max(feed, quality)
+    return page > feed
 
 
 def compressible(media_type: str) -> bool:
@@ -158,11 +193,20 @@ class PublicFile:
     def last_modified(self) -> str:
         return _http_dates(self.mtime)
 
-    def not_modified(self, headers: Headers) -> bool:
-        """RFC 9110 §13.2.2: ``If-None-Match`` when present, else ``If-Modified-Since``."""
+    @property
+    def page_etag(self) -> str:
+        """The validator of the page a browser is shown for this feed: another
+        representation of the same file, so another tag."""
+        return self.etag[:-1] + '-page"'
+
+    def not_modified(self, headers: Headers, *, page: bool = False) -> bool:
+        """RFC 9110 §13.2.2: ``If-None-Match`` when present, else ``If-Modified-Since``.
+        ``page``: for the page shown for a feed rather than the file itself."""
         if_none_match = headers.get("if-none-match")
         if if_none_match is not None:
             tags = _tags(if_none_match)
+            if page:
+                return "*" in tags or self.page_etag in tags
             return "*" in tags or self.etag in tags or (
                 self.gzip_etag is not None and self.gzip_etag in tags
             )
@@ -324,15 +368,21 @@ class PublicFiles:
                 self._cached_bytes -= len(evicted.body or b"") + len(evicted.gzipped or b"")
 
     def response(self, file: PublicFile, headers: Headers) -> Response:
-        """200 (identity or gzip), or 304 when the client's copy is current."""
+        """200 (identity or gzip), or 304 when the client's copy is current.
+
+        A feed varies with ``Accept`` too: a browser asking for the same URL is shown
+        a page (``feedpub serve``), so no cache may hand one the other's answer."""
         use_gzip = file.gzipped is not None and gzip_accepted(headers.get("accept-encoding", ""))
         common = {
             "ETag": file.gzip_etag if use_gzip and file.gzip_etag else file.etag,
             "Last-Modified": file.last_modified,
             "Cache-Control": self.cache_control,
         }
+        vary = ["Accept"] if is_feed_file(file.path) else []
         if file.gzipped is not None:
-            common["Vary"] = "Accept-Encoding"
+            vary.append("Accept-Encoding")
+        if vary:
+            common["Vary"] = ", ".join(vary)
         if file.not_modified(headers):
             return Response(status_code=304, headers=common)
         if file.body is None:
