@@ -198,13 +198,28 @@ def _service_counts(conn: Connection, today: date) -> dict[date, dict[str, int]]
     return found
 
 
+_READERS: dict[tuple[str, int, date], dict[date, int]] = {}
+"""The last distinct-reader counts worked out, per database and first day: rows are
+only ever added (``serve`` counting, ``audience import`` of older logs), so the
+number of rows tells whether they still stand."""
+
+
 def _other_readers(conn: Connection, since: date) -> dict[date, int]:
-    rows = conn.execute(
-        sa.select(feed_readers.c.day, sa.func.count(sa.distinct(feed_readers.c.reader)))
-        .where(feed_readers.c.day >= since)
-        .group_by(feed_readers.c.day)
-    ).all()
-    return {_as_date(day): int(count) for day, count in rows}
+    rows_now = int(conn.execute(
+        sa.select(sa.func.count()).select_from(feed_readers)).scalar_one())
+    key = (conn.engine.url.render_as_string(hide_password=True), rows_now, since)
+    known = _READERS.get(key)
+    if known is None:
+        rows = conn.execute(
+            sa.select(feed_readers.c.day, sa.func.count(sa.distinct(feed_readers.c.reader)))
+            .where(feed_readers.c.day >= since)
+            .group_by(feed_readers.c.day)
+        ).all()
+        known = {_as_date(day): int(count) for day, count in rows}
+        if len(_READERS) >= len(RANGES) * 2:
+            _READERS.clear()
+        _READERS[key] = known
+    return known
 
 
 # --- editions ---------------------------------------------------------------------------

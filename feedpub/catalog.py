@@ -526,15 +526,25 @@ def _time_limit(seconds: float) -> Iterator[None]:
         yield
         return
 
+    armed = True
+
     def expire(signum: int, frame: FrameType | None) -> None:
-        raise _TooSlow
+        if armed:
+            raise _TooSlow
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # Then again every 50 ms: an exception raised inside a __del__ or a gc callback is
+    # ignored by Python, so one signal alone might be lost.
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.05)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        while armed:  # a late signal may interrupt the disarming itself: disarm again
+            try:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                armed = False
+            except _TooSlow:
+                continue
         signal.signal(signal.SIGALRM, previous)
 
 

@@ -661,3 +661,21 @@ def test_explicit_id_and_image_mapping(read: Any) -> None:
     )
     assert post.id == "urn:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427"
     assert post.image == "/img/a.png"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["0001-01-01", "1899-12-31 23:59", date(1, 1, 1), "Mon, 01 Jan 0001 00:00:00 +0000",
+     "Thu, 1 Jan 999 00:00:00 +0000", "1900-01-01 00:30 +01:00"],
+)
+def test_dates_feeds_cannot_carry_are_refused(value: object) -> None:
+    # RSS wrote "Mon, 01 Jan 1" for year 1, and email.utils read year 0001 as 2001.
+    with pytest.raises(ValueError, match="1900 to 9999"):
+        parse_date(value, tz=ZoneInfo("UTC"))
+
+
+def test_the_first_and_last_years_feeds_carry_are_read() -> None:
+    assert parse_date("1900-01-01", tz=ZoneInfo("UTC")).year == 1900
+    assert parse_date("9999-12-31", tz=ZoneInfo("UTC")).year == 9999
+    # A two-digit RFC 822 year is the standard's own: 01 is 2001.
+    assert parse_date("Mon, 01 Jan 01 00:00:00 +0000", tz=ZoneInfo("UTC")).year == 2001

@@ -23,9 +23,12 @@ from feedpub.config import Settings
 from tests.conftest import BASIC_CONFIG, SiteFactory
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-LIMITS = "\n[limits]\nrender_seconds = 5\n"
-SECONDS_PER_POST = 8.0
+LIMITS = "\n[limits]\nrender_seconds = 3\n"
+SECONDS_PER_POST = 6.0
 """The render limit, and time to read and check the post around it."""
+# The render limit's timer signal may land in hypothesis's own gc callback, where Python
+# ignores the exception (the timer fires again 50 ms later and stops the post then).
+TIMER_IN_GC = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 # Pieces of Markdown that have broken converters: containers, brackets, emphasis, HTML,
 # fences, footnotes, tables, math, entities, odd characters.
@@ -75,6 +78,7 @@ def check_post(make_site: SiteFactory, front: str, body: str) -> None:
     worker_verdict(site_settings, path)
 
 
+@TIMER_IN_GC
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(front=FRONT, body=BODIES)
 def test_any_post_gives_its_entry_or_one_line(
@@ -84,6 +88,7 @@ def test_any_post_gives_its_entry_or_one_line(
 
 
 @pytest.mark.slow
+@TIMER_IN_GC
 @settings(max_examples=int(os.environ.get("FEEDPUB_FUZZ_EXAMPLES", "600")), deadline=None,
           suppress_health_check=list(HealthCheck))
 @given(front=FRONT, body=BODIES)
@@ -93,6 +98,7 @@ def test_any_post_gives_its_entry_or_one_line_large_budget(
     check_post(make_site, front, body)
 
 
+@TIMER_IN_GC
 @settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
 @given(bodies=st.lists(BODIES, min_size=2, max_size=4))
 def test_a_build_of_fuzzed_posts_reports_each_bad_one_and_publishes_the_good(

@@ -412,3 +412,19 @@ def test_a_post_that_fails_outside_the_feeds_leaves_the_pages_whole(
     only_error(report.errors, "2025-01-01-old.md")
     assert (site / "public" / "index.html").is_file()
     assert "Bad post" not in (site / "public" / "index.html").read_text(encoding="utf-8")
+
+
+def test_a_post_over_ten_megabytes_still_gives_feeds(make_site: SiteFactory) -> None:
+    # lxml refuses a text node over 10 MB unless told otherwise ("Text node too long").
+    from dataclasses import replace
+
+    from feedpub import feeds
+
+    make_site(posts={"2025-01-01-good.md": GOOD})
+    settings_ = make_site.settings()
+    catalog = load_catalog(settings_, NOW, jobs=1)
+    (entry,) = catalog.load(catalog.published)
+    huge = replace(entry, content_html="<p>" + "word " * 2_200_000 + "</p>")
+    rendered = feeds.render_feeds([huge], settings_).outputs
+    atom_bytes = next(output.data for output in rendered if output.relpath == "atom.xml")
+    assert isinstance(atom_bytes, bytes) and len(atom_bytes) > 11_000_000

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,17 @@ def test_the_manifest_removes_only_files_still_as_written(tmp_path: Path) -> Non
         assert manifest.remove_others(keep=set()) == [public / "a/index.html"]
     assert not (public / "a").exists()
     assert (public / "b/index.html").read_bytes() == b"changed by hand"
+
+
+def test_a_dead_writers_temporary_file_goes_at_once_a_live_ones_stays(tmp_path: Path) -> None:
+    public = tmp_path / "public"
+    public.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    killed = public / f".atom.xml.{dead}-x1y2.tmp"
+    mine = public / f".rss.xml.{os.getpid()}-a1b2.tmp"
+    unnamed = public / ".feed.json.q9w8.tmp"  # an older feedpub's name: by age only
+    for path in (killed, mine, unnamed):
+        path.write_bytes(b"half")
+    assert writer.remove_temporary_files(public) == [killed]
+    assert mine.exists() and unnamed.exists()
