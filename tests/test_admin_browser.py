@@ -6,8 +6,6 @@ dark; no serious or critical axe-core findings; nothing scrolls sideways."""
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from feedpub.store.audience import ServiceCount, add_readers, add_service_counts
 from feedpub.store.engine import Store
 from feedpub.web import create_app
-from tests.conftest import Clock, SiteFactory, SmtpServer, free_port
+from tests.conftest import Clock, SiteFactory, SmtpServer, free_port, start_uvicorn
 from tests.test_admin import BOUNCED_READER, PASSWORD, bounce
 from tests.test_status import NOW, build_known_site
 
@@ -35,17 +32,6 @@ AXE = Path(os.environ.get("FEEDPUB_AXE_JS", Path(__file__).resolve().parent.pare
                           / ".ci/node/node_modules/axe-core/axe.min.js"))
 
 
-def start_uvicorn(app: object, port: int) -> tuple[uvicorn.Server, threading.Thread]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,  # type: ignore[arg-type]
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    return server, thread
 
 
 def serious_violations(page: Any) -> list[str]:

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from feedpub.build import build
 from feedpub.catalog import load_catalog
@@ -32,7 +30,14 @@ from feedpub.mail.render import render_edition
 from feedpub.preview import sample_recipient
 from feedpub.store import Store, open_store
 from feedpub.web import create_app
-from tests.conftest import ARTIFACTS, BASIC_CONFIG, SiteFactory, free_port, static_server
+from tests.conftest import (
+    ARTIFACTS,
+    BASIC_CONFIG,
+    SiteFactory,
+    free_port,
+    start_uvicorn,
+    static_server,
+)
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 CODE = """\
@@ -62,17 +67,6 @@ def need(*programs: str) -> None:
             pytest.skip(f"{program} is not installed (apt-get install {package})")
 
 
-def start_uvicorn(app: object, port: int) -> tuple[uvicorn.Server, threading.Thread]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,  # type: ignore[arg-type]
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    return server, thread
 
 
 @dataclass

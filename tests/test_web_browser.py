@@ -13,7 +13,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from feedpub.build import build
 from feedpub.config import Settings
@@ -33,7 +31,15 @@ from feedpub.mail.transports import open_transport
 from feedpub.sender import send_queued
 from feedpub.store import Status, Store, find_subscriber, get_subscriptions, open_store
 from feedpub.web import create_app
-from tests.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Clock, SiteFactory, free_port
+from tests.conftest import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    Clock,
+    SiteFactory,
+    free_port,
+    start_uvicorn,
+)
 
 # Monday 2 March 2026, 08:00 UTC: the weekly digest's slot is 09:00.
 SIGN_UP = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -80,17 +86,6 @@ class Served:
     outbox: Path
 
 
-def start_uvicorn(app: object, port: int) -> tuple[uvicorn.Server, threading.Thread]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,  # type: ignore[arg-type]
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    return server, thread
 
 
 @pytest.fixture
