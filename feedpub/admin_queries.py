@@ -128,47 +128,54 @@ def _apply(counts: dict[Status, int], moves: Mapping[tuple[Status | None, Status
 
 
 Changes = dict[date, dict[tuple[Status | None, Status], int]]
-_CHANGES: dict[tuple[str, int], Changes] = {}
-"""The last day-by-day changes worked out, per database: the consent record only grows,
-so they stand until it gains an event."""
+_CHANGES: dict[str, tuple[int, Changes]] = {}
+"""Per database, the newest consent event counted and the day-by-day changes so far: the
+consent record only grows, so only the events added since need counting."""
 
 
 def _status_changes(conn: Connection) -> Changes:
-    """Per UTC day, how many subscribers went from one status to another; worked out
-    again only when the consent record changed since the last time."""
+    """Per UTC day, how many subscribers went from one status to another. The first call
+    counts the whole consent record; later calls count only the events added since."""
     # Events are only ever added (forgetting blanks their details, nothing deletes
-    # them), so the newest id tells whether anything changed: one index lookup.
-    newest = conn.execute(sa.select(sa.func.max(subscriber_events.c.id))).scalar_one()
-    key = (conn.engine.url.render_as_string(hide_password=True), int(newest or 0))
-    known = _CHANGES.get(key)
-    if known is None:
-        known = _work_out_status_changes(conn)
-        _CHANGES.clear()
-        _CHANGES[key] = known
-    return known
+    # them), so the newest id tells what is new: one index lookup.
+    newest = int(conn.execute(sa.select(sa.func.max(subscriber_events.c.id))).scalar_one() or 0)
+    url = conn.engine.url.render_as_string(hide_password=True)
+    counted, known = _CHANGES.get(url, (0, {}))
+    if counted == newest and url in _CHANGES:
+        return known
+    since = counted if 0 < counted < newest else 0
+    changes = {day: dict(moves) for day, moves in known.items()} if since else {}
+    _count_status_changes(conn, changes, after_id=since)
+    _CHANGES[url] = (newest, changes)
+    return changes
 
 
-def _work_out_status_changes(conn: Connection) -> Changes:
-    """Each event of the consent record against the one before it (a window over each
-    subscriber), counted per UTC day and pair of statuses."""
+def _count_status_changes(conn: Connection, changes: Changes, *, after_id: int) -> None:
+    """Add to ``changes`` each event after ``after_id`` against the one before it (a window
+    over its subscriber's events), counted per UTC day and pair of statuses."""
     wanted = [status.value for status in Status] + [FORGOTTEN_EVENT]
-    ordered = (
+    events = subscriber_events.c
+    window = (
         sa.select(
-            _utc_day(conn, subscriber_events.c.at).label("day"),
-            subscriber_events.c.event.label("event"),
-            sa.func.lag(subscriber_events.c.event).over(
-                partition_by=subscriber_events.c.subscriber_id,
-                order_by=(subscriber_events.c.at, subscriber_events.c.id),
+            events.id.label("id"),
+            _utc_day(conn, events.at).label("day"),
+            events.event.label("event"),
+            sa.func.lag(events.event).over(
+                partition_by=events.subscriber_id, order_by=(events.at, events.id),
             ).label("before"),
         )
-        .where(subscriber_events.c.event.in_(wanted))
-        .subquery()
+        .where(events.event.in_(wanted))
     )
+    if after_id:
+        # Only the subscribers with new events, whose earlier events give the "before".
+        touched = sa.select(events.subscriber_id).where(events.id > after_id)
+        window = window.where(events.subscriber_id.in_(touched))
+    ordered = window.subquery()
     rows = conn.execute(
         sa.select(ordered.c.day, ordered.c.event, ordered.c.before, sa.func.count())
+        .where(ordered.c.id > after_id)
         .group_by(ordered.c.day, ordered.c.event, ordered.c.before)
     ).all()
-    changes: dict[date, dict[tuple[Status | None, Status], int]] = {}
     for day, event, before, count in rows:
         previous = Status(before) if before in set(Status) else None
         if event == FORGOTTEN_EVENT:
@@ -182,7 +189,6 @@ def _work_out_status_changes(conn: Connection) -> Changes:
             continue
         moves = changes.setdefault(_as_date(day), {})
         moves[(previous, after)] = moves.get((previous, after), 0) + count
-    return changes
 
 
 def _service_counts(conn: Connection, today: date) -> dict[date, dict[str, int]]:

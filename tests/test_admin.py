@@ -268,6 +268,24 @@ def test_the_audience_follows_the_consent_record(dashboard: Dashboard) -> None:
     assert dashboard.client.get("/admin/api/audience?range=week").status_code == 400
 
 
+def test_the_audience_counts_new_events_on_top_of_what_it_counted(
+    dashboard: Dashboard,
+) -> None:
+    from feedpub.store import add_subscriber
+    from feedpub.store.schema import Status as StoreStatus
+
+    dashboard.login()
+    dashboard.client.get("/admin/api/audience?range=30d")  # counts the whole record
+    with dashboard.store.write() as conn:
+        for n in range(3):
+            add_subscriber(conn, f"late{n}@example.org", now=NOW, status=StoreStatus.ACTIVE)
+    again = dashboard.client.get("/admin/api/audience?range=30d").json()
+    today = {s["key"]: s["values"][-1] for s in again["series"] if s["group"] == "email"}
+    with dashboard.store.read() as conn:
+        assert today == {status.value: n for status, n in count_by_status(conn).items()}
+    assert today["active"] == 9
+
+
 # --- subscribers -------------------------------------------------------------------------
 
 
