@@ -208,18 +208,17 @@ class _Site:
 
     def category_pages(self, published: Sequence[EntryRef]) -> list[Page]:
         names: dict[str, set[str]] = {}
-        members: dict[str, list[EntryRef]] = {}
+        members: dict[str, dict[str, EntryRef]] = {}
         for ref in published:
             for name in ref.categories:
                 slug = category_slug(name)
                 names.setdefault(slug, set()).add(" ".join(name.split()))
-                if ref not in members.setdefault(slug, []):
-                    members[slug].append(ref)
+                members.setdefault(slug, {}).setdefault(ref.source, ref)
         return [
             self._list_page(
                 "category.html",
                 urls.url_for(self.settings.site.url, "category_page", category=slug),
-                members[slug], category=", ".join(sorted(names[slug])),
+                list(members[slug].values()), category=", ".join(sorted(names[slug])),
                 category_feeds=_category_feeds(self.settings, slug),
             )
             for slug in sorted(members)

@@ -149,7 +149,7 @@ class Manifest:
     @contextmanager
     def open(cls, public_dir: Path, cache_dir: Path) -> Iterator[Manifest]:
         """The manifest kept in ``cache_dir``; leftovers of a killed write are removed."""
-        remove_temporary_files(public_dir)
+        _sweep(public_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         path = cache_dir / "public-v1.sqlite"
         try:
