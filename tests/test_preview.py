@@ -114,31 +114,38 @@ def test_a_broken_post_is_reported_and_the_rest_previewed(make_site: SiteFactory
     assert "Good one" in (site / ".feedpub-cache/preview/weekly.html").read_text("utf-8")
 
 
-def test_pending_posts_come_from_the_store_which_is_left_unchanged(
-    make_site: SiteFactory, cli_env: Callable[..., Any], database_url: str,
-):
-    cli_env("FEEDPUB_DATABASE_URL", database_url)
+def baselined_site_with_a_new_post(make_site: SiteFactory, database_url: str) -> Path:
+    """A site whose newsletter has its baseline (an old post), then a new post pending."""
     site = make_site(posts={"2025-02-01-old.md": post("Old post", "2025-02-01")})
     settings = make_site.settings({"FEEDPUB_SECRET": "s", "FEEDPUB_DATABASE_URL": database_url})
     with open_store(database_url) as store:
         make_editions(settings, store, datetime(2025, 2, 2, tzinfo=UTC))  # the baseline
     make_site.write("content/posts/2025-02-20-new.md", post("New post", "2025-02-20"))
+    return site
 
-    def snapshot() -> dict[str, list[Any]]:
-        with open_store(database_url, migrate=False) as store, store.read() as conn:
-            return {
-                table: [tuple(row) for row in conn.execute(sa.text(f"SELECT * FROM {table}"))]
-                for table in ("editions", "announced_entries", "deliveries", "subscribers")
-            }
 
-    before = snapshot()
+def store_snapshot(database_url: str) -> dict[str, list[Any]]:
+    """Every row a preview must leave alone."""
+    with open_store(database_url, migrate=False) as store, store.read() as conn:
+        return {
+            table: [tuple(row) for row in conn.execute(sa.text(f"SELECT * FROM {table}"))]
+            for table in ("editions", "announced_entries", "deliveries", "subscribers")
+        }
+
+
+def test_pending_posts_come_from_the_store_which_is_left_unchanged(
+    make_site: SiteFactory, cli_env: Callable[..., Any], database_url: str,
+):
+    cli_env("FEEDPUB_DATABASE_URL", database_url)
+    site = baselined_site_with_a_new_post(make_site, database_url)
+    before = store_snapshot(database_url)
     result = run(site, "--now", NOW)
     assert result.exit_code == 0, result.output
     assert "pending: 1 posts for the next edition" in result.output
     assert "subject: Test Site: New post" in result.output
     html = (site / ".feedpub-cache/preview/weekly.html").read_text("utf-8")
     assert "New post" in html and "Old post" not in html
-    assert snapshot() == before
+    assert store_snapshot(database_url) == before
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])
@@ -156,26 +163,14 @@ def test_send_to_mails_the_edition_marked_as_a_test_and_records_nothing(
     make_site: SiteFactory, cli_env: Callable[..., Any], database_url: str,
 ):
     cli_env("FEEDPUB_DATABASE_URL", database_url)
-    site = make_site(posts={"2025-02-01-old.md": post("Old post", "2025-02-01")})
-    settings = make_site.settings({"FEEDPUB_SECRET": "s", "FEEDPUB_DATABASE_URL": database_url})
-    with open_store(database_url) as store:
-        make_editions(settings, store, datetime(2025, 2, 2, tzinfo=UTC))  # the baseline
-    make_site.write("content/posts/2025-02-20-new.md", post("New post", "2025-02-20"))
-
-    def snapshot() -> dict[str, list[Any]]:
-        with open_store(database_url, migrate=False) as store, store.read() as conn:
-            return {
-                table: [tuple(row) for row in conn.execute(sa.text(f"SELECT * FROM {table}"))]
-                for table in ("editions", "announced_entries", "deliveries", "subscribers")
-            }
-
-    before = snapshot()
+    site = baselined_site_with_a_new_post(make_site, database_url)
+    before = store_snapshot(database_url)
     for _ in range(2):  # as many tests as the author likes
         result = run(site, "--send-to", "Ada <ada@example.org>", "--now", NOW)
         assert result.exit_code == 0, result.output
         assert result.output.splitlines()[-1] == (
             "sent a test to Ada <ada@example.org> (nothing recorded)")
-    assert snapshot() == before
+    assert store_snapshot(database_url) == before
     sent = sorted((site / "outbox" / "new").iterdir())
     assert len(sent) == 2
     message = eml(sent[0])
