@@ -11,7 +11,7 @@ unchanged rebuild renders and writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -83,31 +83,60 @@ def write_pages(
 ) -> list[Path]:
     """Every page and asset of the site into ``public/``: only those whose inputs changed
     are rendered or copied; those of posts that are gone are removed. Returns the files
-    whose bytes changed."""
+    whose bytes changed.
+
+    Pages are rendered a batch at a time, each batch's entries loaded and let go, and
+    staged beside their targets; all of them land together at the end.
+    """
     catalog.settle()  # a post that cannot be converted leaves the lists before planning
     planned = pages.plan_pages(settings, catalog.published, editions=editions)
     found = _assets(catalog, settings)
     public = settings.public_dir
-    with writer.Manifest.open(public, settings.cache_dir) as manifest:
+    with (writer.Manifest.open(public, settings.cache_dir) as manifest,
+          writer.Staging(public) as staging):
         stale = [page for page in planned if not manifest.is_current(page.relpath, page.key)]
+        for batch in _page_batches(stale):
+            needed = {source for page in batch for source in page.sources}
+            loaded = catalog.load((ref for ref in catalog.published if ref.source in needed),
+                                  keep=False)
+            by_source = {entry.source: entry for entry in loaded}
+            for page in batch:
+                staging.add(writer.Output(page.relpath, page.render(by_source)))
+            # The images email shows for math (pages show MathML), for the posts just rendered.
+            for image in mathml.math_images(
+                loaded, exists=lambda relpath: relpath in staging or (public / relpath).exists()
+            ):
+                staging.add(image)
         copies = [
             (asset, key) for asset in found
             if not manifest.is_current(asset.relpath, key := _asset_key(asset))
         ]
-        needed = {source for page in stale for source in page.sources}
-        loaded = catalog.load(ref for ref in catalog.published if ref.source in needed)
-        by_source = {entry.source: entry for entry in loaded}
-        outputs = [writer.Output(page.relpath, page.render(by_source)) for page in stale]
-        outputs += [writer.Output(asset.relpath, asset.source) for asset, _ in copies]
-        # The images email shows for math (pages show MathML), for the posts just rendered.
-        outputs += mathml.math_images(loaded, exists=lambda relpath: (public / relpath).exists())
-        written = writer.write_outputs(public, outputs)
+        for asset, _ in copies:
+            staging.add(writer.Output(asset.relpath, asset.source))
+        written = staging.commit()
         for page in stale:
             manifest.record(page.relpath, page.key)
         for asset, key in copies:
             manifest.record(asset.relpath, key)
         manifest.remove_others({page.relpath for page in planned} | {a.relpath for a in found})
     return written
+
+
+_PAGE_BATCH_SOURCES = 250
+"""Posts whose entries are held at once while their pages render."""
+
+
+def _page_batches(stale: Sequence[pages.Page]) -> Iterator[list[pages.Page]]:
+    batch: list[pages.Page] = []
+    sources = 0
+    for page in stale:
+        batch.append(page)
+        sources += len(page.sources)
+        if sources >= _PAGE_BATCH_SOURCES:
+            yield batch
+            batch, sources = [], 0
+    if batch:
+        yield batch
 
 
 def stored_editions(settings: Settings) -> dict[str, list[EditionLink]]:

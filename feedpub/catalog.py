@@ -126,23 +126,26 @@ class Catalog:
         found = {name for ref in self.published for name in ref.categories}
         return tuple(sorted(found, key=lambda name: (name.casefold(), name)))
 
-    def load(self, refs: Iterable[EntryRef]) -> list[Entry]:
+    def load(self, refs: Iterable[EntryRef], *, keep: bool = True) -> list[Entry]:
         """The full entries for ``refs``, in the same order, converting those not cached."""
-        return [analysis.entry for analysis in self.analyses(refs)]
+        return [analysis.entry for analysis in self.analyses(refs, keep=keep)]
 
-    def analyses(self, refs: Iterable[EntryRef]) -> list[Analysis]:
+    def analyses(self, refs: Iterable[EntryRef], *, keep: bool = True) -> list[Analysis]:
         """Each post's one conversion, in the order of ``refs``.
 
         A post that cannot be converted (too deep, too slow, or a crash in the
         converter) is left out: it becomes one of :attr:`errors` and leaves
         :attr:`published`, :attr:`drafts` and :attr:`future`, and the others go on.
+        With ``keep`` false, the catalog does not hold on to them (a build going
+        through every post, a batch at a time).
         """
         wanted = [ref.source for ref in refs]
+        found = {source: self._analyses[source] for source in wanted if source in self._analyses}
         missing = [source for source in dict.fromkeys(wanted)
-                   if source not in self._analyses and source not in self._rejected]
+                   if source not in found and source not in self._rejected]
         if missing:
-            self._fill(missing)
-        return [self._analyses[source] for source in wanted if source in self._analyses]
+            found.update(self._fill(missing, keep=keep))
+        return [found[source] for source in wanted if source in found]
 
     def settle(self) -> None:
         """Convert every published post not converted yet, so a post that cannot be
@@ -153,7 +156,7 @@ class Catalog:
         missing = [ref.source for ref in self.published
                    if ref.source in pending and ref.source not in self._analyses]
         if missing:
-            self._fill(missing)
+            self._fill(missing, keep=False)
 
     def _reject(self, error: ContentError) -> None:
         """Leave a post that cannot be converted out of every list, as an error."""
@@ -193,7 +196,9 @@ class Catalog:
         posts = self.files if sources is None else len(sources)
         return lint.LintReport(tuple(sorted(set(findings), key=lint.Finding.sort_key)), posts)
 
-    def _fill(self, sources: list[str]) -> None:
+    def _fill(self, sources: list[str], *, keep: bool) -> dict[str, Analysis]:
+        """The analyses of ``sources``: from the cache, else converted (and cached)."""
+        found: dict[str, Analysis] = {}
         with closing(_open_cache(_cache_path(self.settings))) as db:
             for start in range(0, len(sources), 500):
                 batch = sources[start : start + 500]
@@ -204,8 +209,8 @@ class Catalog:
                 )
                 for relpath, entry_json, analysis_json in rows:
                     if entry_json is not None and analysis_json is not None:
-                        self._analyses[relpath] = _analysis_from_json(entry_json, analysis_json)
-            unconverted = [source for source in sources if source not in self._analyses]
+                        found[relpath] = _analysis_from_json(entry_json, analysis_json)
+            unconverted = [source for source in sources if source not in found]
             paths = [self.settings.site_dir / source for source in unconverted]
             for result in _run_chunks(
                 _convert_chunk, self.settings, paths, self.jobs, self.progress
@@ -219,15 +224,18 @@ class Catalog:
                         (_failure_to_json(result), str(result.path and result.path.as_posix())),
                     )
                     continue
-                entry_json, analysis_json = result
-                analysis = _analysis_from_json(entry_json, analysis_json)
+                source, entry_json, analysis_json = result
                 db.execute(
                     "UPDATE entries SET entry = ?, analysis = ? WHERE relpath = ?",
-                    (entry_json, analysis_json, analysis.entry.source),
+                    (entry_json, analysis_json, source),
                 )
-                self._analyses[analysis.entry.source] = analysis
+                if keep or source in found:
+                    found[source] = _analysis_from_json(entry_json, analysis_json)
                 self.rendered += 1
             db.commit()
+        if keep:
+            self._analyses.update(found)
+        return found
 
 
 def load_catalog(
@@ -499,9 +507,11 @@ def _drop_duplicates(refs: list[EntryRef]) -> tuple[list[EntryRef], list[Content
 
 # --- work on every core ---------------------------------------------------------------
 
-_WorkerResult = tuple[str] | tuple[str, str] | tuple[str, str | None, int | None, str | None]
-"""Ref JSON; entry and analysis JSON; or an error's parts (exceptions with keyword
-arguments do not survive pickling)."""
+_WorkerResult = (
+    tuple[str] | tuple[str, str, str] | tuple[str, str | None, int | None, str | None]
+)
+"""Ref JSON; the source with its entry and analysis JSON; or an error's parts
+(exceptions with keyword arguments do not survive pickling)."""
 _Worker = Callable[[Settings, list[Path]], list[_WorkerResult]]
 _REF_KEYS = ("slug", "id", "date", "draft", "published")
 
@@ -608,6 +618,7 @@ def _convert_chunk(settings: Settings, paths: list[Path]) -> list[_WorkerResult]
             results.append(_unexpected(exc, path, settings))
             continue
         results.append((
+            entry.source,
             json.dumps(entry.to_json(), ensure_ascii=False),
             _analysis_to_json(outline, findings),
         ))
@@ -661,7 +672,7 @@ def _alive(pid: int) -> bool:
 
 
 def _decode(result: _WorkerResult) -> list[str] | ContentError:
-    if len(result) <= 2:
+    if len(result) <= 3:
         return [str(part) for part in result]
     message, path, line, key = result
     return ContentError(str(message), path=path, line=line, key=key)

@@ -22,6 +22,8 @@ them. Its guarantees:
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import re
 import sqlite3
@@ -50,17 +52,85 @@ def write_outputs(public_dir: Path, outputs: Sequence[Output]) -> list[Path]:
     Raises FeedpubError, writing nothing, when a path leaves ``public_dir`` or is
     blocked (a folder where a file goes, or a file where a folder goes).
     """
-    targets = [(_target(public_dir, output.relpath), output.data) for output in outputs]
-    _sweep(public_dir)
-    for path, _ in targets:
-        if path.is_dir() or any(parent.is_file() for parent in path.parents):
+    with Staging(public_dir) as staging:
+        for output in outputs:
+            staging.add(output)
+        return staging.commit()
+
+
+class Staging:
+    """A set of files for ``public/`` written beside their targets under temporary names,
+    then landed together by :meth:`commit`: what a build renders in batches (to keep
+    its memory small) still lands all at once or not at all.
+
+    A file that already holds the bytes is not staged. Leaving the ``with`` block
+    without committing removes what was staged.
+    """
+
+    def __init__(self, public_dir: Path) -> None:
+        self.public_dir = public_dir
+        self._staged: dict[str, tuple[Path, Path]] = {}
+        self._clear_folders: set[Path] = set()
+        _sweep(public_dir)
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.discard()
+
+    def __contains__(self, relpath: str) -> bool:
+        return relpath in self._staged
+
+    def add(self, output: Output) -> None:
+        path = _target(self.public_dir, output.relpath)
+        self._check_clear(path)
+        data = output.data.read_bytes() if isinstance(output.data, Path) else output.data
+        try:
+            if path.read_bytes() == data:
+                return
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise FeedpubError(f"cannot read the file: {exc.strerror}", path=path) from None
+        previous = self._staged.pop(output.relpath, None)
+        if previous is not None:
+            previous[0].unlink(missing_ok=True)
+        self._staged[output.relpath] = (_write_temporary(path, data), path)
+
+    def commit(self) -> list[Path]:
+        """Make the staged bytes durable, rename each over its target, and make the renames
+        durable. Returns the files written."""
+        staged = list(self._staged.values())
+        _make_durable([temp for temp, _ in staged], self.public_dir)
+        for temp, path in staged:
+            try:
+                temp.replace(path)
+            except OSError as exc:
+                raise FeedpubError(f"cannot write the file: {exc.strerror}", path=path) from None
+        self._staged.clear()
+        _make_durable(sorted({path.parent for _, path in staged}), self.public_dir)
+        return [path for _, path in staged]
+
+    def discard(self) -> None:
+        for temp, _ in self._staged.values():
+            temp.unlink(missing_ok=True)
+        self._staged.clear()
+
+    def _check_clear(self, path: Path) -> None:
+        blocked = path.is_dir()
+        for parent in path.parents:
+            if blocked or parent in self._clear_folders:
+                break
+            blocked = parent.is_file()
+            if not blocked:
+                self._clear_folders.add(parent)
+        if blocked:
             raise FeedpubError(
                 "is in the way of a file feedpub writes (a folder where a file goes, or the "
                 "reverse); move it away and build again",
                 path=path,
             )
-    return [path for path, data in targets
-            if atomic_write(path, data.read_bytes() if isinstance(data, Path) else data)]
 
 
 def prune(folder: Path, *, keep: Collection[str], owned: Iterable[str],
@@ -99,6 +169,19 @@ def atomic_write(path: Path, data: bytes) -> bool:
         pass
     except OSError as exc:
         raise FeedpubError(f"cannot read the file: {exc.strerror}", path=path) from None
+    temp = _write_temporary(path, data)
+    try:
+        _fsync(temp)
+        temp.replace(path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise FeedpubError(f"cannot write the file: {exc.strerror}", path=path) from None
+    _fsync(path.parent)
+    return True
+
+
+def _write_temporary(path: Path, data: bytes) -> Path:
+    """``data`` in a new hidden file beside ``path``, with ``path``'s permissions."""
     try:
         mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,22 +191,50 @@ def atomic_write(path: Path, data: bytes) -> bool:
     except OSError as exc:
         raise FeedpubError(f"cannot write the file: {exc.strerror}", path=path) from None
     temp = Path(temp_name)
-    done = False
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         temp.chmod(mode)
-        temp.replace(path)
-        done = True
     except OSError as exc:
+        temp.unlink(missing_ok=True)
         raise FeedpubError(f"cannot write the file: {exc.strerror}", path=path) from None
+    return temp
+
+
+_FSYNC_EACH_UP_TO = 32
+"""Beyond this many files, one flush of the whole filesystem is quicker than an fsync each
+(each waits for its own journal commit: 10,000 pages took 18 s)."""
+
+
+def _make_durable(paths: Sequence[Path], public_dir: Path) -> None:
+    try:
+        if len(paths) > _FSYNC_EACH_UP_TO:
+            _sync_filesystem(public_dir)
+            return
+        for path in paths:
+            _fsync(path)
+    except OSError as exc:
+        raise FeedpubError(f"cannot write the files: {exc.strerror}", path=public_dir) from None
+
+
+def _sync_filesystem(folder: Path) -> None:
+    """Flush the filesystem that holds ``folder`` (Linux's syncfs; elsewhere, every one)."""
+    syncfs = getattr(_libc(), "syncfs", None)
+    if syncfs is None:
+        os.sync()
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        if syncfs(descriptor) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, os.strerror(error))
     finally:
-        if not done:
-            temp.unlink(missing_ok=True)
-    _fsync_folder(path.parent)
-    return True
+        os.close(descriptor)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 class Manifest:
@@ -281,9 +392,9 @@ def _target(public_dir: Path, relpath: str) -> Path:
     return public_dir.joinpath(*parts)
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable."""
-    descriptor = os.open(folder, os.O_RDONLY)
+def _fsync(path: Path) -> None:
+    """Flush a file's bytes, or a folder's entries (which makes a rename durable)."""
+    descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
     finally:

@@ -20,6 +20,7 @@ import feedparser
 import pytest
 from click.testing import CliRunner
 
+import feedpub.build
 from feedpub.build import build
 from feedpub.catalog import lint_site
 from feedpub.cli import main
@@ -156,6 +157,20 @@ def test_an_unchanged_rebuild_writes_nothing_and_a_fresh_one_the_same_bytes(
     shutil.rmtree(blog.root / ".feedpub-cache")
     build(settings, NOW, jobs=2)
     assert public_files(blog.root) == first
+
+
+def test_pages_rendered_a_few_posts_at_a_time_are_the_same_site(
+    blog: SiteFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = blog.settings()
+    build(settings, NOW, jobs=1)
+    whole = public_files(blog.root)
+    shutil.rmtree(blog.root / "public")
+    shutil.rmtree(blog.root / ".feedpub-cache")
+    monkeypatch.setattr(feedpub.build, "_PAGE_BATCH_SOURCES", 1)
+    build(settings, NOW, jobs=1)
+    assert public_files(blog.root) == whole
+    assert any(name.startswith("math/") for name in whole)  # images of the second batch too
 
 
 def test_one_changed_post_renders_its_page_and_its_neighbours_only(blog: SiteFactory) -> None:

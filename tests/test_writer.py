@@ -62,6 +62,39 @@ def test_a_blocked_path_fails_the_whole_set_before_anything_is_written(tmp_path:
     assert not (public / "atom.xml").exists()
 
 
+def _everything_below(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_staged_set_lands_together_and_a_failure_leaves_no_trace(tmp_path: Path) -> None:
+    public = tmp_path / "public"
+    (public / "old.html").parent.mkdir(parents=True)
+    (public / "old.html").write_bytes(b"old")
+    (public / "blocked").write_bytes(b"a file where a folder goes")
+    # More files than are fsynced one by one: the set is flushed with one syncfs.
+    pages = [Output(f"{n}/index.html", f"<p>{n}</p>".encode()) for n in range(100)]
+
+    with pytest.raises(FeedpubError), writer.Staging(public) as staging:
+        for page in pages:
+            staging.add(page)
+        assert not (public / "0" / "index.html").exists()  # staged, not landed
+        staging.add(Output("blocked/index.html", b"x"))
+    assert [name for name in _everything_below(public) if not name[0].isdigit()] == [
+        "blocked", "old.html"
+    ]
+    assert not any(name.endswith(".tmp") for name in _everything_below(public))
+    assert not any((public / str(n) / "index.html").exists() for n in range(100))
+
+    with writer.Staging(public) as staging:
+        for page in [*pages, Output("old.html", b"old")]:
+            staging.add(page)
+        assert "0/index.html" in staging and "old.html" not in staging  # same bytes
+        written = staging.commit()
+    assert len(written) == 100
+    assert (public / "42" / "index.html").read_bytes() == b"<p>42</p>"
+    assert not any(name.endswith(".tmp") for name in _everything_below(public))
+
+
 @pytest.mark.parametrize("relpath", ["../secret", "/etc/passwd", "a/../../b", ""])
 def test_paths_that_leave_public_are_refused(tmp_path: Path, relpath: str) -> None:
     with pytest.raises(FeedpubError, match="not a path inside public"):
