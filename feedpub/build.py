@@ -11,6 +11,7 @@ unchanged rebuild renders and writes nothing.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,8 +51,7 @@ def build(
     """
     if catalog is None:
         catalog = load_catalog(settings, now, jobs=jobs, progress=progress)
-    shown = feed_selection(catalog.published, settings.feed.limit)
-    written = write_feeds(catalog.load(shown), settings)
+    written = _write_feeds_if_changed(catalog, settings)
     if settings.pages.enabled:
         if editions is None:
             editions = stored_editions(settings)
@@ -76,6 +76,42 @@ def write_feeds(published: Sequence[Entry], settings: Settings) -> list[Path]:
         owned=feeds.CATEGORY_FILES, wanted=feed_set.category_files,
     )
     return written
+
+
+def _write_feeds_if_changed(catalog: Catalog, settings: Settings) -> list[Path]:
+    """:func:`write_feeds` of the entries the feeds show, unless the feeds in ``public/``
+    were written from the same entries, settings and code (an unchanged rebuild then
+    neither loads the entries nor renders a feed)."""
+    shown = feed_selection(catalog.published, settings.feed.limit)
+    key = hashlib.sha256("\0".join([
+        catalog.fingerprint, _FEEDS_CODE, repr(settings),
+        *(f"{ref.source}:{ref.digest}" for ref in shown),
+    ]).encode()).hexdigest()
+    with writer.Manifest.open(settings.public_dir, settings.cache_dir, name="feeds") as manifest:
+        if manifest.holds_only(key):
+            return []
+        written = write_feeds(catalog.load(shown), settings)
+        landed = [path.relative_to(settings.public_dir).as_posix()
+                  for path in _feed_files(settings)]
+        manifest.forget_others(landed)
+        for relpath in landed:
+            manifest.record(relpath, key)
+    return written
+
+
+def _feed_files(settings: Settings) -> list[Path]:
+    """The feed files now in ``public/``: the site's and its categories'."""
+    public = settings.public_dir
+    names = {urls.path_for(name) for name in ("atom", "rss", "json", "feed_stylesheet")}
+    found = [public / name for name in sorted(names) if (public / name).is_file()]
+    categories = public / urls.CATEGORIES_DIR
+    if categories.is_dir():
+        found += sorted(path for name in feeds.CATEGORY_FILES
+                        for path in categories.glob(f"*/{name}") if path.is_file())
+    return found
+
+
+_FEEDS_CODE = hashlib.sha256(Path(feeds.__file__).read_bytes()).hexdigest()
 
 
 def write_pages(

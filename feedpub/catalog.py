@@ -31,7 +31,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType
@@ -92,6 +92,12 @@ class Analysis:
     """Findings that depend on the post alone (not on ``now`` or on other files)."""
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_LINT_BATCH = 500
+"""Posts whose analyses ``lint`` holds at once."""
+
+
 @dataclass
 class Catalog:
     """Every post of the site, sorted out for one ``now``."""
@@ -110,6 +116,9 @@ class Catalog:
     """Posts read in this scan because they changed; the rest came from the cache."""
     jobs: int | None = None
     progress: Progress | None = None
+    fingerprint: str = ""
+    """What the entries were converted with besides their own text (see
+    :func:`render_fingerprint`)."""
     rendered: int = 0
     """Posts converted by :meth:`analyses` so far; the rest came from the cache."""
     _analyses: dict[str, Analysis] = field(default_factory=dict, repr=False)
@@ -156,7 +165,7 @@ class Catalog:
         missing = [ref.source for ref in self.published
                    if ref.source in pending and ref.source not in self._analyses]
         if missing:
-            self._fill(missing, keep=False)
+            self._fill(missing, keep=False, collect=False)
 
     def _reject(self, error: ContentError) -> None:
         """Leave a post that cannot be converted out of every list, as an error."""
@@ -180,15 +189,21 @@ class Catalog:
         from feedpub import lint
 
         refs = [ref for ref in self.readable if sources is None or ref.source in sources]
-        self.analyses(refs)  # posts that cannot be converted leave ``readable`` here
+        missing = [ref.source for ref in refs
+                   if ref.source not in self._analyses and ref.source not in self._rejected]
+        # Converted first, all at once, so posts that cannot be leave ``readable`` here;
+        # then read back a batch at a time, so a big site's analyses are never all held.
+        self._fill(missing, keep=False, collect=False)
         refs = [ref for ref in self.readable if sources is None or ref.source in sources]
         exists = functools.cache(Path.exists)
         findings: list[Finding] = []
-        for ref, analysis in zip(refs, self.analyses(refs), strict=True):
-            findings.extend(analysis.findings)
-            findings.extend(lint.context_findings(
-                ref, analysis.outline, settings=self.settings, now=self.now, exists=exists,
-            ))
+        for start in range(0, len(refs), _LINT_BATCH):
+            batch = refs[start : start + _LINT_BATCH]
+            for ref, analysis in zip(batch, self.analyses(batch, keep=False), strict=True):
+                findings.extend(analysis.findings)
+                findings.extend(lint.context_findings(
+                    ref, analysis.outline, settings=self.settings, now=self.now, exists=exists,
+                ))
         for error in self.errors:
             finding = lint.content_error_finding(error, self.settings)
             if sources is None or finding.path in sources:
@@ -196,9 +211,13 @@ class Catalog:
         posts = self.files if sources is None else len(sources)
         return lint.LintReport(tuple(sorted(set(findings), key=lint.Finding.sort_key)), posts)
 
-    def _fill(self, sources: list[str], *, keep: bool) -> dict[str, Analysis]:
-        """The analyses of ``sources``: from the cache, else converted (and cached)."""
+    def _fill(
+        self, sources: list[str], *, keep: bool, collect: bool = True
+    ) -> dict[str, Analysis]:
+        """The analyses of ``sources``: from the cache, else converted (and cached). With
+        ``collect`` false, they are only converted and cached, and none is returned."""
         found: dict[str, Analysis] = {}
+        cached: set[str] = set()
         with closing(_open_cache(_cache_path(self.settings))) as db:
             for start in range(0, len(sources), 500):
                 batch = sources[start : start + 500]
@@ -209,8 +228,10 @@ class Catalog:
                 )
                 for relpath, entry_json, analysis_json in rows:
                     if entry_json is not None and analysis_json is not None:
-                        found[relpath] = _analysis_from_json(entry_json, analysis_json)
-            unconverted = [source for source in sources if source not in found]
+                        cached.add(relpath)
+                        if collect:
+                            found[relpath] = _analysis_from_json(entry_json, analysis_json)
+            unconverted = [source for source in sources if source not in cached]
             paths = [self.settings.site_dir / source for source in unconverted]
             for result in _run_chunks(
                 _convert_chunk, self.settings, paths, self.jobs, self.progress
@@ -229,7 +250,7 @@ class Catalog:
                     "UPDATE entries SET entry = ?, analysis = ? WHERE relpath = ?",
                     (entry_json, analysis_json, source),
                 )
-                if keep or source in found:
+                if collect:
                     found[source] = _analysis_from_json(entry_json, analysis_json)
                 self.rendered += 1
             db.commit()
@@ -245,7 +266,7 @@ def load_catalog(
     """Scan the site: read the front matter of every post that changed since the last
     scan, and sort all of them out for ``now``. Markdown is converted later, by
     :meth:`Catalog.analyses`, for what is wanted."""
-    files = content.find_post_files(settings.posts_dir)
+    files = content.find_post_names(settings.posts_dir)
     scan = _Scan(settings, render_fingerprint(settings))
     with closing(_open_cache(_cache_path(settings))) as db:
         changed = scan.unchanged(db, files)
@@ -255,9 +276,10 @@ def load_catalog(
     refs, duplicates = _drop_duplicates(scan.refs)
     errors = sorted([*scan.errors, *duplicates],
                     key=lambda error: (str(error.path), error.line or 0))
+    # Against one instant, not each other: comparing datetimes of many offsets is slow.
     published = sorted(
         (ref for ref in refs if ref.is_published(now)),
-        key=lambda ref: (ref.published, ref.id),
+        key=lambda ref: (ref.published - _EPOCH, ref.id),
         reverse=True,
     )
     return Catalog(
@@ -271,6 +293,7 @@ def load_catalog(
         read=len(changed),
         jobs=jobs,
         progress=progress,
+        fingerprint=scan.fingerprint,
     )
 
 
@@ -283,7 +306,7 @@ class _Scan:
     refs: list[EntryRef] = field(default_factory=list)
     errors: list[ContentError] = field(default_factory=list)
 
-    def unchanged(self, db: sqlite3.Connection, files: list[Path]) -> list[_Changed]:
+    def unchanged(self, db: sqlite3.Connection, files: list[str]) -> list[_Changed]:
         """Take the refs of unchanged posts from the cache; return the others. Forgets
         posts that are gone."""
         cached = {
@@ -297,17 +320,17 @@ class _Scan:
         # String slicing, not Path.relative_to: this loop is most of a rebuild's time.
         prefix = len(str(self.settings.site_dir)) + 1
         present: set[str] = set()
-        for path in files:
-            relpath = str(path)[prefix:].replace(os.sep, "/")
+        for name in files:
+            relpath = name[prefix:].replace(os.sep, "/")
             present.add(relpath)
-            stat = path.stat()
+            stat = os.stat(name)  # noqa: PTH116 - no Path for each of 10,000 posts
             row = cached.get(relpath)
             sha = None
             if row is not None and row[3] == self.fingerprint:
                 if (row[0], row[1]) == (stat.st_size, stat.st_mtime_ns):
                     self._keep(row)
                     continue
-                sha = _file_sha(path)
+                sha = _file_sha(Path(name))
                 if row[2] == sha:
                     # Touched, not changed: remember the new stat, keep the parse.
                     db.execute(
@@ -316,8 +339,8 @@ class _Scan:
                     )
                     self._keep(row)
                     continue
-            sha = sha or _file_sha(path)
-            changed.append(_Changed(path, relpath, stat.st_size, stat.st_mtime_ns, sha))
+            sha = sha or _file_sha(Path(name))
+            changed.append(_Changed(Path(name), relpath, stat.st_size, stat.st_mtime_ns, sha))
         gone = [relpath for relpath in cached if relpath not in present]
         db.executemany("DELETE FROM entries WHERE relpath = ?", [(g,) for g in gone])
         return changed

@@ -78,6 +78,7 @@ class Entry:
 _SPOKEN_SYMBOLS = str.maketrans({"+": " plus ", "#": " sharp ", "&": " and ", "@": " at "})
 
 
+@functools.lru_cache(maxsize=4096)
 def category_slug(name: str) -> str:
     """``Machine Learning`` -> ``machine-learning``; letters of any script are kept, and
     symbols that tell categories apart are spelt out (``C++`` -> ``c-plus-plus``)."""

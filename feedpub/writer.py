@@ -258,11 +258,12 @@ class Manifest:
 
     @classmethod
     @contextmanager
-    def open(cls, public_dir: Path, cache_dir: Path) -> Iterator[Manifest]:
-        """The manifest kept in ``cache_dir``; leftovers of a killed write are removed."""
+    def open(cls, public_dir: Path, cache_dir: Path, *, name: str = "public") -> Iterator[Manifest]:
+        """The manifest called ``name`` kept in ``cache_dir`` (one for the pages and assets,
+        one for the feeds); leftovers of a killed write are removed."""
         _sweep(public_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        path = cache_dir / "public-v1.sqlite"
+        path = cache_dir / f"{name}-v1.sqlite"
         try:
             db = _connect(path)
         except sqlite3.DatabaseError:
@@ -277,6 +278,18 @@ class Manifest:
         """Whether ``relpath`` was written from ``key`` and is still as written."""
         row = self._rows.get(relpath)
         return row is not None and row[0] == key and self._unchanged(relpath, row)
+
+    def holds_only(self, key: str) -> bool:
+        """Whether files were recorded, every one written from ``key`` and still as written."""
+        return bool(self._rows) and all(
+            row[0] == key and self._unchanged(relpath, row) for relpath, row in self._rows.items()
+        )
+
+    def forget_others(self, keep: Collection[str]) -> None:
+        """Forget the files not in ``keep``, leaving them on disk."""
+        for relpath in [relpath for relpath in self._rows if relpath not in keep]:
+            del self._rows[relpath]
+            self._db.execute("DELETE FROM files WHERE relpath = ?", (relpath,))
 
     def record(self, relpath: str, key: str) -> None:
         """Remember that ``relpath`` now holds what ``key`` makes."""

@@ -86,6 +86,20 @@ def test_rebuilding_unchanged_input_renders_nothing_and_writes_identical_bytes(
     assert outputs(blog.root) == before
 
 
+def test_an_unchanged_rebuild_still_restores_a_feed_removed_or_edited_by_hand(
+    blog: SiteFactory,
+) -> None:
+    build(blog.settings(), NOW, jobs=1)
+    before = outputs(blog.root)
+    (blog.root / "public" / "rss.xml").unlink()
+    (blog.root / "public" / "categories" / "travel" / "atom.xml").write_text("edited")
+    report = build(blog.settings(), NOW, jobs=1)
+    assert sorted(p.relative_to(blog.root / "public").as_posix() for p in report.written) == [
+        "categories/travel/atom.xml", "rss.xml"
+    ]
+    assert outputs(blog.root) == before
+
+
 def test_one_changed_post_is_the_only_one_rendered_again(blog: SiteFactory) -> None:
     build(blog.settings(), NOW, jobs=1)
     blog.write("content/posts/2025-03-01-second.md", post("Second, edited", "2025-03-01"))

@@ -222,9 +222,9 @@ def test_one_digest_send_scans_the_posts_folder_once_and_reads_each_post_once(
     cli.write("2026-01-03-other.md", post("Other", "2026-01-03 10:00:00 +0000"))
     scans: list[Path] = []
     reads: list[Path] = []
-    real_find, real_read = content.find_post_files, content.read_post
+    real_find, real_read = content.find_post_names, content.read_post
 
-    def counting_find(posts_dir: Path) -> list[Path]:
+    def counting_find(posts_dir: Path) -> list[str]:
         scans.append(posts_dir)
         return real_find(posts_dir)
 
@@ -232,7 +232,7 @@ def test_one_digest_send_scans_the_posts_folder_once_and_reads_each_post_once(
         reads.append(path)
         return real_read(path, **kwargs)
 
-    monkeypatch.setattr(content, "find_post_files", counting_find)
+    monkeypatch.setattr(content, "find_post_names", counting_find)
     monkeypatch.setattr(content, "read_post", counting_read)
     sent = cli("digest", "send", now=MONDAY_9 + timedelta(minutes=1))
 
