@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote, urlsplit
@@ -143,12 +143,18 @@ def find_assets(layout: SiteLayout, posts_dir: Path, bundles: dict[Path, str]) -
     """Every file to publish beside the pages: ``static/``, non-Markdown files under
     ``content/`` (those of the page bundles in ``bundles`` beside their pages; those of
     other bundles, drafts and future posts, not at all). Sorted by where they go."""
-    all_bundles = {path.parent for path in _files(posts_dir) if path.name in BUNDLE_INDEXES}
+    all_bundles = {path.parent
+                   for path in _files(posts_dir, lambda _, name: name in BUNDLE_INDEXES)}
+    # Strings, not Paths: content/posts may hold 10,000 posts to pass over.
+    posts_folder = str(posts_dir) + os.sep
+
+    def not_a_post(folder: str, name: str) -> bool:
+        return not (name.lower().endswith(POST_SUFFIXES)
+                    and (folder + os.sep).startswith(posts_folder))
+
     assets: dict[str, Asset] = {}
     for root in (layout.content_dir, layout.static_dir):
-        for path in _files(root):
-            if path.suffix.lower() in POST_SUFFIXES and path.is_relative_to(posts_dir):
-                continue
+        for path in _files(root, not_a_post):
             folder = next((b for b in all_bundles if path.is_relative_to(b)), None)
             if folder is not None and folder not in bundles:
                 continue  # a bundle that is not published (a draft, a future post)
@@ -158,16 +164,17 @@ def find_assets(layout: SiteLayout, posts_dir: Path, bundles: dict[Path, str]) -
     return [assets[relpath] for relpath in sorted(assets)]
 
 
-def _files(root: Path) -> Iterator[Path]:
+def _files(root: Path, wanted: Callable[[str, str], bool] = lambda folder, name: True,
+           ) -> Iterator[Path]:
     """Every regular file below ``root``, not hidden, not behind a link that leaves the
-    folder."""
+    folder, whose (folder, name) is ``wanted``."""
     if not root.is_dir():
         return
     real_root = root.resolve()
     for folder, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if name.startswith(".") or name.endswith("~"):
+            if name.startswith(".") or name.endswith("~") or not wanted(folder, name):
                 continue
             path = Path(folder) / name
             if path.is_symlink() and not path.resolve().is_relative_to(real_root):

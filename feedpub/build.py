@@ -177,6 +177,8 @@ def _page_batches(stale: Sequence[pages.Page]) -> Iterator[list[pages.Page]]:
 
 def stored_editions(settings: Settings) -> dict[str, list[EditionLink]]:
     """Each newsletter's editions with a web page, from the store; none without one."""
+    if settings.database.missing_sqlite_file:
+        return {}
     from feedpub.store import open_existing_store
     from feedpub.store.editions import web_editions
 

@@ -243,6 +243,12 @@ class DkimConfig:
     selector: str
     domain: str
     key_file: Path
+    """An RSA private key (PEM), whose public key is published at
+    ``selector._domainkey.domain``."""
+    ed25519_selector: str | None = None
+    """With ``ed25519_key_file``: a second signature, Ed25519 (RFC 8463), for the receivers
+    that check it; its public key needs a DNS record of its own, so a selector of its own."""
+    ed25519_key_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -324,6 +330,15 @@ class BouncesConfig:
 @dataclass(frozen=True)
 class DatabaseConfig:
     url: str = "sqlite:///feedpub.db"
+
+    @property
+    def missing_sqlite_file(self) -> bool:
+        """Whether this is an SQLite file that does not exist yet: there is no store, and
+        nothing needs SQLAlchemy to say so."""
+        prefix = "sqlite:///"
+        path = self.url[len(prefix):].partition("?")[0]
+        return (self.url.startswith(prefix) and path not in ("", ":memory:")
+                and not Path(path).exists())
 
 
 @dataclass(frozen=True)
@@ -890,15 +905,7 @@ def _read_mail(
         transport = mail.default("transport") if written is None else parse_transport(written)
     except ConfigError as error:
         raise blame(error.message) from None
-    dkim_keys = mail.part("dkim")
-    dkim = None
-    if any(dkim_keys.data.get(dkim_keys.key(item.name)) for item in fields(DkimConfig)):
-        key_file = Path(dkim_keys.string("key_file"))
-        dkim = DkimConfig(
-            selector=dkim_keys.string("selector"),
-            domain=dkim_keys.string("domain"),
-            key_file=key_file if key_file.is_absolute() else site_dir / key_file,
-        )
+    dkim = _read_dkim(mail.part("dkim"), site_dir)
     from_address = mail.string("from_address", f"{site.title} <news@{site.host}>")
     return MailConfig(
         from_address=_address(mail, "from_address", from_address),
@@ -914,6 +921,39 @@ def _read_mail(
         soft_bounce_limit=mail.integer("soft_bounce_limit", minimum=1),
         soft_bounce_days=mail.integer("soft_bounce_days", minimum=1),
         allow_local_addresses=mail.boolean("allow_local_addresses"),
+    )
+
+
+def _read_dkim(dkim: _Table, site_dir: Path) -> DkimConfig | None:
+    """The ``dkim_*`` keys of ``[mail]``: none, or the RSA key's three, and optionally both
+    ``dkim_ed25519_*`` keys for a second signature."""
+
+    def given(name: str) -> bool:  # an empty string leaves a key unset, as it always did
+        return bool(dkim.data.get(dkim.key(name)))
+
+    if not any(given(item.name) for item in fields(DkimConfig)):
+        return None
+
+    def in_site(name: str) -> Path:
+        path = Path(dkim.string(name))
+        return path if path.is_absolute() else site_dir / path
+
+    selector = dkim.string("selector")
+    ed25519_selector: str | None = None
+    ed25519_key_file: Path | None = None
+    if given("ed25519_selector") or given("ed25519_key_file"):
+        ed25519_selector = dkim.string("ed25519_selector")
+        ed25519_key_file = in_site("ed25519_key_file")
+        if ed25519_selector == selector:
+            raise dkim.error("ed25519_selector", (
+                f"must differ from {dkim.key('selector')} ({selector!r}): each key is "
+                "published in a DNS record of its own, SELECTOR._domainkey.DOMAIN"))
+    return DkimConfig(
+        selector=selector,
+        domain=dkim.string("domain"),
+        key_file=in_site("key_file"),
+        ed25519_selector=ed25519_selector,
+        ed25519_key_file=ed25519_key_file,
     )
 
 
