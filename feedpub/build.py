@@ -11,19 +11,28 @@ unchanged rebuild renders and writes nothing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from feedpub import assets, entries, feeds, mathml, pages, urls, writer
+from feedpub import entries, urls, writer
 from feedpub.catalog import Catalog, EntryRef, Progress, load_catalog
 from feedpub.config import Settings
 from feedpub.entries import Entry
 from feedpub.errors import ContentError
-from feedpub.pages import EditionLink
+
+if TYPE_CHECKING:
+    from feedpub import assets
+    from feedpub.pages import EditionLink, Page
+
+# feeds, pages, mathml and assets (feedgen, Jinja2, the TeX converter) are imported where they
+# are used: an unchanged rebuild uses none of them.
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,8 @@ def build(
 def write_feeds(published: Sequence[Entry], settings: Settings) -> list[Path]:
     """Render every feed of ``published`` and land it in ``public/``; remove the feeds of
     categories no entry has any more. Returns the files whose bytes changed."""
+    from feedpub import feeds
+
     feed_set = feeds.render_feeds(published, settings)
     written = writer.write_outputs(settings.public_dir, feed_set.outputs)
     writer.prune(
@@ -84,7 +95,7 @@ def _write_feeds_if_changed(catalog: Catalog, settings: Settings) -> list[Path]:
     neither loads the entries nor renders a feed)."""
     shown = feed_selection(catalog.published, settings.feed.limit)
     key = hashlib.sha256("\0".join([
-        catalog.fingerprint, _FEEDS_CODE, repr(settings),
+        catalog.fingerprint, _feeds_code(), repr(settings),
         *(f"{ref.source}:{ref.digest}" for ref in shown),
     ]).encode()).hexdigest()
     with writer.Manifest.open(settings.public_dir, settings.cache_dir, name="feeds") as manifest:
@@ -101,6 +112,8 @@ def _write_feeds_if_changed(catalog: Catalog, settings: Settings) -> list[Path]:
 
 def _feed_files(settings: Settings) -> list[Path]:
     """The feed files now in ``public/``: the site's and its categories'."""
+    from feedpub import feeds
+
     public = settings.public_dir
     names = {urls.path_for(name) for name in ("atom", "rss", "json", "feed_stylesheet")}
     found = [public / name for name in sorted(names) if (public / name).is_file()]
@@ -111,7 +124,12 @@ def _feed_files(settings: Settings) -> list[Path]:
     return found
 
 
-_FEEDS_CODE = hashlib.sha256(Path(feeds.__file__).read_bytes()).hexdigest()
+@functools.cache
+def _feeds_code() -> str:
+    """The digest of feedpub/feeds.py, found without importing it."""
+    spec = importlib.util.find_spec("feedpub.feeds")
+    assert spec is not None and spec.origin is not None
+    return hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()
 
 
 def write_pages(
@@ -124,6 +142,8 @@ def write_pages(
     Pages are rendered a batch at a time, each batch's entries loaded and let go, and
     staged beside their targets; all of them land together at the end.
     """
+    from feedpub import mathml, pages
+
     catalog.settle()  # a post that cannot be converted leaves the lists before planning
     planned = pages.plan_pages(settings, catalog.published, editions=editions)
     found = _assets(catalog, settings)
@@ -162,8 +182,8 @@ _PAGE_BATCH_SOURCES = 250
 """Posts whose entries are held at once while their pages render."""
 
 
-def _page_batches(stale: Sequence[pages.Page]) -> Iterator[list[pages.Page]]:
-    batch: list[pages.Page] = []
+def _page_batches(stale: Sequence[Page]) -> Iterator[list[Page]]:
+    batch: list[Page] = []
     sources = 0
     for page in stale:
         batch.append(page)
@@ -179,6 +199,7 @@ def stored_editions(settings: Settings) -> dict[str, list[EditionLink]]:
     """Each newsletter's editions with a web page, from the store; none without one."""
     if settings.database.missing_sqlite_file:
         return {}
+    from feedpub.pages import EditionLink
     from feedpub.store import open_existing_store
     from feedpub.store.editions import web_editions
 
@@ -199,6 +220,8 @@ def stored_editions(settings: Settings) -> dict[str, list[EditionLink]]:
 
 
 def _assets(catalog: Catalog, settings: Settings) -> list[assets.Asset]:
+    from feedpub import assets
+
     layout = assets.SiteLayout(settings.site_dir, settings.site.url)
     site_url = settings.site.url
     bundles = assets.bundle_folders(
