@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -173,24 +174,9 @@ limit = 20
 [pages]
 enabled = false
 """
-HUGO_CONFIG = """\
-baseURL = "https://example.com/blog/"
-title = "Benchmark"
-languageCode = "en"
-disableKinds = ["sitemap", "robotsTXT", "404"]
-[taxonomies]
-category = "categories"
-tag = "tags"
-[markup.highlight]
-noClasses = true
-"""
-HUGO_LAYOUTS = {
-    "_default/baseof.html": "<!doctype html><html><body>{{ block \"main\" . }}{{ end }}"
-    "</body></html>",
-    "_default/single.html": "{{ define \"main\" }}<h1>{{ .Title }}</h1>{{ .Content }}{{ end }}",
-    "_default/list.html": "{{ define \"main\" }}<ul>{{ range .Pages }}<li>"
-    "<a href=\"{{ .RelPermalink }}\">{{ .Title }}</a></li>{{ end }}</ul>{{ end }}",
-}
+HUGO_SITE = Path(__file__).resolve().parent / "hugo-site"
+"""The Hugo side: its config and minimal layouts (a page per post, a list per section
+and taxonomy, RSS on), copied next to the generated posts."""
 PELICAN_CONFIG = """\
 SITENAME = "Benchmark"
 SITEURL = "https://example.com/blog"
@@ -222,10 +208,7 @@ def write_site(root: Path, count: int, flavour: str = "feedpub") -> Path:
         (root / "feedpub.toml").write_text(FEEDPUB_CONFIG, encoding="utf-8")
         folder = root / "content" / "posts"
     elif flavour == "hugo":
-        (root / "hugo.toml").write_text(HUGO_CONFIG, encoding="utf-8")
-        for name, text in HUGO_LAYOUTS.items():
-            (root / "layouts" / name).parent.mkdir(parents=True, exist_ok=True)
-            (root / "layouts" / name).write_text(text, encoding="utf-8")
+        shutil.copytree(HUGO_SITE, root, dirs_exist_ok=True)
         folder = root / "content" / "posts"
     else:
         (root / "pelicanconf.py").write_text(PELICAN_CONFIG, encoding="utf-8")
