@@ -14,7 +14,8 @@ them alike:
   render every post, write Atom and RSS of the newest 20;
 - ``feedpub cold``: ``python -m feedpub build`` with no cache and no public/;
 - ``feedpub unchanged``: the same command again;
-- ``feedpub one changed``: after appending a sentence to one post;
+- ``feedpub one changed``: after appending a sentence to one post (most are in no
+  feed); ``feedpub newest changed``: to the newest post, which every feed shows;
 - ``hugo``: ``hugo`` (the Debian package) on the Hugo flavour of the corpus,
   minimal layouts, RSS on, when ``hugo`` is on PATH;
 - ``pelican``: Pelican with Atom and RSS feeds, from the virtualenv named by
@@ -237,11 +238,14 @@ def _reset(*paths: Path) -> Callable[[], None]:
     return remove
 
 
-def _touch_one(posts_dir: Path, counter: list[int]) -> Callable[[], None]:
+def _touch_one(posts_dir: Path, counter: list[int], *, newest: bool = False
+               ) -> Callable[[], None]:
+    """Appends a sentence to one post: the newest (which every feed shows), or one picked
+    by a stride through the others (most of which no feed shows)."""
     def change() -> None:
         counter[0] += 1
         paths = sorted(posts_dir.glob("*.md"))
-        path = paths[counter[0] * 7919 % len(paths)]
+        path = paths[-1] if newest else paths[counter[0] * 7919 % len(paths)]
         with path.open("a", encoding="utf-8") as handle:
             handle.write(f"\nEdited {counter[0]} times. 又改了一次 ✍️\n")
 
@@ -267,6 +271,8 @@ def plan(work: Path, posts: int, args: argparse.Namespace) -> list[Step]:
         Step("feedpub unchanged", feedpub_command, work),
         Step("feedpub one changed", feedpub_command, work,
              _touch_one(feedpub_site / "content" / "posts", [0])),
+        Step("feedpub newest changed", feedpub_command, work,
+             _touch_one(feedpub_site / "content" / "posts", [0], newest=True)),
     ]  # fmt: skip
     if not args.no_pages:
         steps += [
@@ -275,6 +281,8 @@ def plan(work: Path, posts: int, args: argparse.Namespace) -> list[Step]:
             Step("feedpub pages unchanged", pages_command, work),
             Step("feedpub pages one changed", pages_command, work,
                  _touch_one(pages_site / "content" / "posts", [0])),
+            Step("feedpub pages newest changed", pages_command, work,
+                 _touch_one(pages_site / "content" / "posts", [0], newest=True)),
         ]  # fmt: skip
     if not args.no_hugo and shutil.which("hugo"):
         hugo_site = work / "hugo"
