@@ -70,11 +70,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 from urllib.parse import urlsplit
 
 from feedpub import assets
@@ -255,12 +255,13 @@ def post_findings(
             f"no `title` key, so the title is made from the file name: {post.title!r}; "
             "add `title: …` to the front matter",
         ))  # fmt: skip
+    prose = list(_prose_blocks(outline))  # blanking code spans once, for every rule
     findings += _repetition_findings(post.relpath, outline)
-    findings += _template_findings(post.relpath, outline)
+    findings += _template_findings(post.relpath, prose)
     findings += _link_findings(post.relpath, outline, settings)
-    findings += _math_findings(post.relpath, outline)
-    findings += _footnote_findings(post, outline)
-    findings += _summary_findings(post, outline, entry)
+    findings += _math_findings(post.relpath, prose)
+    findings += _footnote_findings(post, prose)
+    findings += _summary_findings(post, prose, entry)
     findings += _size_findings(post, settings, entry)
     return sorted(findings, key=Finding.sort_key)
 
@@ -448,8 +449,12 @@ def template_matches(visible: str) -> Iterator[re.Match[str]]:
     return _TEMPLATE.finditer(visible)
 
 
-def _template_findings(source: str, outline: Outline) -> Iterator[Finding]:
-    for block, visible in _prose_blocks(outline):
+_Prose: TypeAlias = Sequence[tuple[OutlineBlock, str]]
+"""Each block a reader sees as prose, with its visible text (see :func:`_prose_blocks`)."""
+
+
+def _template_findings(source: str, prose: _Prose) -> Iterator[Finding]:
+    for block, visible in prose:
         for match in template_matches(visible):
             kind = match.lastgroup
             what = {
@@ -578,11 +583,11 @@ def _exists(exists: Callable[[Path], bool], path: Path) -> bool:
 # --- math -------------------------------------------------------------------
 
 
-def _math_findings(source: str, outline: Outline) -> Iterator[Finding]:
+def _math_findings(source: str, prose: _Prose) -> Iterator[Finding]:
     """Formulas that stay raw TeX: the converter cannot read them, or they are inside
     raw HTML, which Markdown (and so the converter) leaves alone."""
     formulas: list[tuple[int, int, str, str]] = []
-    for block, visible in _prose_blocks(outline):
+    for block, visible in prose:
         for offset, formula in find_math(visible):
             tex, display = formula_parts(formula)
             if block.kind == "html":
@@ -630,14 +635,14 @@ def _footnote_definitions(post: Post) -> Iterator[tuple[str, int, int]]:
             yield match.group(2), post.body_line + number, match.start(1) + 1
 
 
-def _footnote_findings(post: Post, outline: Outline) -> Iterator[Finding]:
+def _footnote_findings(post: Post, prose: _Prose) -> Iterator[Finding]:
     """Definitions no text refers to: the rendering leaves them out, numbering the
     others 1, 2, 3 (see :mod:`feedpub.markup`)."""
     definitions = list(_footnote_definitions(post))
     if not definitions:
         return
     referred = {match.group(1)
-                for block, visible in _prose_blocks(outline) if block.kind != "html"
+                for block, visible in prose if block.kind != "html"
                 for match in _FOOTNOTE_REFERENCE.finditer(visible)}  # fmt: skip
     for label, line, column in definitions:
         if label not in referred:
@@ -653,19 +658,17 @@ def _footnote_findings(post: Post, outline: Outline) -> Iterator[Finding]:
 _MARKUP = re.compile(r"!\[[^\]]*\]\([^)]*\)|<[^>]*>|[*_~`#>|\\-]")
 
 
-def has_prose(outline: Outline) -> bool:
+def _has_prose(prose: _Prose) -> bool:
     """Whether the body has any text outside code, images and HTML."""
     return any(
-        _MARKUP.sub("", visible).strip()
-        for block, visible in _prose_blocks(outline)
-        if block.kind in _TEXT_KINDS
+        _MARKUP.sub("", visible).strip() for block, visible in prose if block.kind in _TEXT_KINDS
     )
 
 
-def _summary_findings(post: Post, outline: Outline, entry: Entry) -> Iterator[Finding]:
+def _summary_findings(post: Post, prose: _Prose, entry: Entry) -> Iterator[Finding]:
     if post.summary and post.summary.strip():
         return
-    if entry.summary_text.strip() and has_prose(outline):
+    if entry.summary_text.strip() and _has_prose(prose):
         return
     yield _finding(
         post.relpath, 1, 1, "empty-summary",
