@@ -94,6 +94,9 @@ class Analysis:
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+_COMMIT_EVERY = 500
+"""Conversions cached per commit."""
+
 _LINT_BATCH = 500
 """Posts whose analyses ``lint`` holds at once."""
 
@@ -253,6 +256,8 @@ class Catalog:
                 if collect:
                     found[source] = _analysis_from_json(entry_json, analysis_json)
                 self.rendered += 1
+                if self.rendered % _COMMIT_EVERY == 0:
+                    db.commit()  # a build stopped half-way keeps what it converted
             db.commit()
         if keep:
             self._analyses.update(found)
