@@ -1,5 +1,5 @@
 """How fast `feedpub digest send` mails a list, next to a bare smtplib loop; its memory; the
-per-recipient cost; DKIM signing on one process and spread over the CPUs.
+per-recipient cost; signed (DKIM) next to unsigned sending.
 
 Everything runs on this machine: a local aiosmtpd server that accepts and
 drops every message (in its own process), a site in a temporary folder,
@@ -17,13 +17,19 @@ PostgreSQL in a schema of its own that is dropped afterwards.
    subscribers, on SQLite, with a one-post edition.
 3. Per recipient: the sender's own composer (two signed links, placeholder
    substitution, MIME) and the template's ``build`` alone, without DKIM.
-4. DKIM (a fresh 2048-bit key): the same send with signing in the sending
-   threads (1 process) and in a pool of one process per CPU.
+4. DKIM (fresh keys: RSA-2048 and Ed25519): ``digest send`` of the same
+   ``--dkim-subscribers`` messages unsigned, signed with RSA, and signed with
+   RSA and Ed25519 (two signatures), ``--dkim-rounds`` interleaved rounds on
+   SQLite and on PostgreSQL; each signed rate as a ratio of the unsigned one of
+   the same round. Then where a signature's time goes, per message: parsing,
+   canonicalisation, hashing, the private-key operations, and dkimpy's own
+   ``dkim.sign`` for comparison.
 
     python benchmarks/send.py
     python benchmarks/send.py --subscribers 10000 --rounds 3 --memory-sizes 10000,100000 \\
         --postgres postgresql+psycopg://postgres@127.0.0.1:5432/test
-    python benchmarks/send.py --subscribers 2000 --rounds 1 --memory-sizes '' --dkim-subscribers 0
+    python benchmarks/send.py --rounds 0 --memory-sizes '' --no-recipient-cost \\
+        --dkim-subscribers 3000 --dkim-rounds 3       # DKIM alone
 """
 
 from __future__ import annotations
@@ -32,7 +38,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import smtplib
 import socket
 import statistics
@@ -392,59 +397,128 @@ def recipient_cost(sink: Sink, tmp: Path, count: int = 2000) -> dict[str, float]
 
 # --- 4. DKIM -------------------------------------------------------------------------------
 
-
-def library_send(root: str, processes: int, concurrency: int) -> None:
-    """In its own process: `digest send`'s library call with ``sign_processes``; prints
-    its wall time and the CPU time of itself and of the signing processes."""
-    from feedpub.config import load_settings
-    from feedpub.mail.transports import open_transport
-    from feedpub.sender import SendOptions, offset_clock, send_queued
-    from feedpub.store import open_store
-
-    settings = load_settings(Path(root), env=dict(os.environ))
-    store = open_store(settings.database.url)
-    start = time.perf_counter()
-    with open_transport(settings.mail.transport) as transport:
-        report = send_queued(settings, store, transport, clock=offset_clock(SEND_AT),
-                             options=SendOptions(concurrency=concurrency,
-                                                 sign_processes=processes))
-    wall = time.perf_counter() - start
-    store.close()
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(json.dumps({"sent": report.sent, "wall": wall,
-                      "cpu": own.ru_utime + own.ru_stime,
-                      "children_cpu": children.ru_utime + children.ru_stime}))
+VARIANTS = ("unsigned", "rsa", "rsa+ed25519")
 
 
-def dkim_runs(count: int, processes: list[int], rounds: int, sink: Sink, concurrency: int,
-              tmp: Path) -> dict[int, list[dict[str, float]]]:
+def dkim_keys(folder: Path) -> dict[str, str]:
+    """Fresh keys and the ``[mail]`` lines of each variant."""
+    rsa, ed25519 = folder / "dkim.pem", folder / "dkim-ed25519.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(rsa), "2048"], check=True,
+                   capture_output=True)
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(ed25519)],
+                   check=True, capture_output=True)
+    signed = f'dkim_selector = "bench"\ndkim_domain = "example.com"\ndkim_key_file = "{rsa}"\n'
+    return {"unsigned": "", "rsa": signed,
+            "rsa+ed25519": signed + f'dkim_ed25519_selector = "bench-ed"\n'
+                                    f'dkim_ed25519_key_file = "{ed25519}"\n'}
+
+
+@dataclass
+class DkimSeries:
+    database: str
+    runs: dict[str, list[Run]] = field(default_factory=lambda: {v: [] for v in VARIANTS})
+
+
+def dkim_rounds(kinds: list[str], count: int, rounds: int, sink: Sink, concurrency: int,
+                postgres: str | None, tmp: Path) -> list[DkimSeries]:
     folder = tmp / "dkim"
     folder.mkdir()
-    key = folder / "dkim.pem"
-    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True,
-                   capture_output=True)
-    extra = (f'dkim_selector = "bench"\ndkim_domain = "example.com"\n'
-             f'dkim_key_file = "{key}"\n')
-    results: dict[int, list[dict[str, float]]] = {p: [] for p in processes}
-    with database("sqlite", folder, None) as url:
-        say(f"dkim: making {count:,} subscribers")
-        site = make_site(folder / "site", url, sink.port, count, concurrency, mail_extra=extra)
+    extras = dkim_keys(folder)
+    series = [DkimSeries(kind) for kind in kinds]
+    with ExitStack() as stack:
+        sites: dict[tuple[str, str], Site] = {}
+        for kind in kinds:
+            for variant in VARIANTS:
+                here = folder / kind / variant.replace("+", "-")
+                here.mkdir(parents=True)
+                url = stack.enter_context(database(kind, here, postgres))
+                say(f"dkim, {kind}, {variant}: making {count:,} subscribers")
+                sites[kind, variant] = make_site(here / "site", url, sink.port, count,
+                                                 concurrency, mail_extra=extras[variant])
         for number in range(rounds):
-            for p in processes if number % 2 == 0 else processes[::-1]:
-                site.requeue()
-                run = timed([sys.executable, __file__, "--library-send", str(site.root),
-                             str(p), str(concurrency)], sink, site.env())
-                figures = json.loads(run.output.strip().splitlines()[-1])
-                if figures["sent"] != count:
-                    raise SystemExit(f"dkim: sent {figures['sent']} of {count}")
-                figures["server_cpu"] = run.server_cpu
-                figures["load"] = run.load
-                results[p].append(figures)
-                say(f"round {number + 1} dkim, {p} signing process(es): "
-                    f"{count / figures['wall']:.1f} msg/s, CPU {figures['cpu']:.1f} s here + "
-                    f"{figures['children_cpu']:.1f} s in the pool, load {run.load:.1f}")
-    return results
+            for one in series:
+                order = VARIANTS[number % 3:] + VARIANTS[:number % 3]
+                for variant in order:
+                    site = sites[one.database, variant]
+                    site.requeue()
+                    run = site.feedpub("digest", "send", "--concurrency", str(concurrency),
+                                       "--now", SEND_AT.isoformat(), sink=sink)
+                    if site.sent() != count:
+                        raise SystemExit(f"sent {site.sent()} of {count}:\n{run.output}")
+                    one.runs[variant].append(run)
+                    say(f"round {number + 1} dkim {one.database:10} {variant:11} "
+                        f"{count / run.wall:7.1f} msg/s  client CPU "
+                        f"{run.cpu / count * 1000:.2f} ms/msg  load {run.load:.1f}")
+    return series
+
+
+def dkim_cost(sink: Sink, tmp: Path, count: int = 500) -> dict[str, float]:
+    """Process time per message of each step of a signature (best of 5 × ``count``)."""
+    import dataclasses
+    import hashlib
+
+    import dkim
+
+    from feedpub.config import load_settings
+    from feedpub.mail import message as mime
+    from feedpub.mail.render import Recipient
+
+    folder = tmp / "dkim-cost"
+    folder.mkdir()
+    extra = dkim_keys(folder)["rsa+ed25519"]
+    with database("sqlite", folder, None) as url:
+        site = make_site(folder / "site", url, sink.port, count, 1, mail_extra=extra)
+        composer, claims = composed(site, count)
+        settings = load_settings(site.root, env=site.env())
+        config = settings.mail.dkim
+    assert config is not None
+    both = mime.DkimSigner.from_config(config)
+    # The composer's template is signed or not depending on the sender's version: make both.
+    prepared = composer.prepared(claims[0].edition_id)  # type: ignore[attr-defined]
+    unsigned_template = dataclasses.replace(prepared.template, signer=None, relaxed=None)
+    signed_template = mime.prepare_message(
+        settings=settings, newsletter=settings.newsletter(prepared.edition.newsletter),
+        rendered=prepared.edition, edition_key=prepared.key, signer=both)
+    recipients = [Recipient(claim.email, claim.name or "",
+                            f"https://example.com/unsubscribe/{claim.delivery_id}x7Qz",
+                            f"https://example.com/preferences/{claim.delivery_id}x7Qz")
+                  for claim in claims]
+    messages = [unsigned_template.build(r, date=SEND_AT) for r in recipients]
+    rsa = mime.DkimSigner(both.domain, both.keys[:1])
+    rsa_key, ed25519_key = both.keys
+    parsed = [mime._parse(m) for m in messages]
+    bodies = [mime._relaxed_body(body) for _, body in parsed]
+    digest = hashlib.sha256(b"x").digest()
+    pem = config.key_file.read_bytes()
+    steps = {
+        "build_unsigned": lambda m, i: unsigned_template.build(recipients[i], date=SEND_AT),
+        "build_signed": lambda m, i: signed_template.build(recipients[i], date=SEND_AT),
+        "sign_rsa_ed25519": lambda m, i: both.sign(m),
+        "sign_rsa": lambda m, i: rsa.sign(m),
+        "parse": lambda m, i: mime._parse(m),
+        "canonicalise_body": lambda m, i: mime._relaxed_body(parsed[i][1]),
+        "hash_body": lambda m, i: hashlib.sha256(bodies[i]).digest(),
+        "canonicalise_headers": lambda m, i: mime._RELAXED.canonicalize_headers(parsed[i][0]),
+        "rsa_private_key": lambda m, i: rsa_key.sign(digest),
+        "ed25519_private_key": lambda m, i: ed25519_key.sign(digest),
+    }
+    result = {}
+    for name, step in steps.items():
+        best = float("inf")
+        for _ in range(5):
+            start = time.process_time()
+            for i, message in enumerate(messages):
+                step(message, i)
+            best = min(best, (time.process_time() - start) / count)
+        result[name] = best * 1000
+    start = time.process_time()
+    for message in messages[:50]:  # pure-Python RSA: 50 are plenty
+        dkim.sign(message, b"bench", b"example.com", pem,
+                  include_headers=list(mime.SIGNED_HEADERS), canonicalize=(b"relaxed", b"relaxed"))
+    result["dkimpy_sign_rsa"] = (time.process_time() - start) / 50 * 1000
+    result["message_bytes"] = statistics.mean(len(m) for m in messages)
+    say("per message, ms: " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()))
+    return result
 
 
 # --- the report -------------------------------------------------------------------------------
@@ -468,8 +542,8 @@ def median(values: list[float]) -> float:
 
 
 def report(args: argparse.Namespace, pairs: list[RatePair], memory: list[tuple[int, Run]],
-           per_recipient: dict[str, float] | None,
-           dkim: dict[int, list[dict[str, float]]], loads: list[float]) -> str:
+           per_recipient: dict[str, float] | None, dkim: list[DkimSeries],
+           dkim_profile: dict[str, float] | None, loads: list[float]) -> str:
     n = args.subscribers
     lines = [f"Machine: {machine()}; load average {min(loads):.1f}–{max(loads):.1f} "
              "during the run.",
@@ -515,17 +589,39 @@ def report(args: argparse.Namespace, pairs: list[RatePair], memory: list[tuple[i
             f"({int(per_recipient['message_bytes']):,}-byte message).")
         lines.append("")
     if dkim:
-        lines += [f"DKIM, {args.dkim_subscribers:,} subscribers, SQLite, concurrency "
-                  f"{args.concurrency} (medians):", "",
-                  "| signing processes | msg/s | runs | CPU s, sender / pool |",
-                  "| ---: | ---: | --- | --- |"]
-        for p, runs in dkim.items():
-            rates = [args.dkim_subscribers / r["wall"] for r in runs]
-            lines.append(
-                f"| {p} {'(in the sending threads)' if p == 1 else ''} | {median(rates):.1f} | "
-                f"{', '.join(f'{r:.1f}' for r in rates)} | "
-                f"{median([r['cpu'] for r in runs]):.1f} / "
-                f"{median([r['children_cpu'] for r in runs]):.1f} |")
+        n = args.dkim_subscribers
+        lines += [f"DKIM, {n:,} subscribers, concurrency {args.concurrency}, "
+                  f"{args.dkim_rounds} interleaved rounds (medians; each ratio is of runs of the "
+                  "same round):", "",
+                  "| database | unsigned msg/s | RSA msg/s | RSA / unsigned (per round) | "
+                  "RSA + Ed25519 msg/s | RSA + Ed25519 / unsigned (per round) | client CPU "
+                  "ms/msg, unsigned / RSA / both |",
+                  "| --- | ---: | ---: | --- | ---: | --- | --- |"]
+        for one in dkim:
+            rates = {v: [n / r.wall for r in runs] for v, runs in one.runs.items()}
+            cells = [one.database, f"{median(rates['unsigned']):.1f}"]
+            for variant in VARIANTS[1:]:
+                ratios = [a / b for a, b in zip(rates[variant], rates["unsigned"], strict=True)]
+                cells += [f"{median(rates[variant]):.1f}",
+                          f"{median(ratios):.0%} ({', '.join(f'{r:.0%}' for r in ratios)})"]
+            cells.append(" / ".join(f"{median([r.cpu / n * 1000 for r in one.runs[v]]):.2f}"
+                                    for v in VARIANTS))
+            lines.append(f"| {' | '.join(cells)} |")
+        lines.append("")
+    if dkim_profile:
+        c = dkim_profile
+        lines += [
+            f"Where a signature's time goes (process time per message, best of 5 × 500 "
+            f"messages of {c['message_bytes']:,.0f} bytes): a template builds a message in "
+            f"{c['build_unsigned']:.3f} ms unsigned, {c['build_signed']:.3f} ms signed with "
+            f"RSA + Ed25519 (its shared parts canonicalised once). A whole message signed "
+            f"afterwards: RSA + Ed25519 "
+            f"{c['sign_rsa_ed25519']:.3f} ms, RSA alone {c['sign_rsa']:.3f} ms, of which "
+            f"parsing the header {c['parse']:.3f}, canonicalising the body "
+            f"{c['canonicalise_body']:.3f}, hashing it {c['hash_body']:.3f}, canonicalising the "
+            f"header {c['canonicalise_headers']:.3f}, the RSA-2048 private-key operation "
+            f"{c['rsa_private_key']:.3f} (Ed25519: {c['ed25519_private_key']:.3f}); dkimpy's "
+            f"own `dkim.sign` (RSA in pure Python): {c['dkimpy_sign_rsa']:.3f} ms.", ""]
     return "\n".join(lines)
 
 
@@ -540,24 +636,20 @@ def main() -> None:
                         help="a PostgreSQL URL: also measure the rate there "
                              "(default: $FEEDPUB_TEST_DATABASE_URL)")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--dkim-subscribers", type=int, default=1000, help="0 skips")
-    parser.add_argument("--dkim-processes", default=f"1,{os.cpu_count() or 1}")
-    parser.add_argument("--dkim-rounds", type=int, default=2)
+    parser.add_argument("--dkim-subscribers", type=int, default=3000, help="0 skips")
+    parser.add_argument("--dkim-rounds", type=int, default=3)
+    parser.add_argument("--no-dkim-cost", dest="dkim_cost", action="store_false",
+                        help="skip the per-message profile of a signature")
     parser.add_argument("--no-recipient-cost", dest="recipient_cost", action="store_false")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bare", nargs=4, help=argparse.SUPPRESS)
-    parser.add_argument("--library-send", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve()
         return
     if args.bare:
         bare_loop(int(args.bare[0]), int(args.bare[1]), args.bare[2], int(args.bare[3]))
-        return
-    if args.library_send:
-        library_send(args.library_send[0], int(args.library_send[1]),
-                     int(args.library_send[2]))
         return
     loads = [os.getloadavg()[0]]
     kinds = ["sqlite"] + (["postgresql"] if args.postgres else [])
@@ -568,13 +660,14 @@ def main() -> None:
         memory = [(size, memory_run(size, sink, args.concurrency, tmp))
                   for size in (int(s) for s in args.memory_sizes.split(",") if s.strip())]
         per_recipient = recipient_cost(sink, tmp) if args.recipient_cost else None
-        dkim = dkim_runs(args.dkim_subscribers,
-                         [int(p) for p in args.dkim_processes.split(",")],
-                         args.dkim_rounds, sink, args.concurrency, tmp) \
-            if args.dkim_subscribers else {}
+        dkim = dkim_rounds(kinds, args.dkim_subscribers, args.dkim_rounds, sink,
+                           args.concurrency, args.postgres, tmp) \
+            if args.dkim_subscribers and args.dkim_rounds else []
+        dkim_profile = dkim_cost(sink, tmp) if args.dkim_cost else None
     for pair in pairs:
         loads += [r.load for r in pair.feedpub + pair.bare]
-    loads += [r.load for _, r in memory] + [r["load"] for rs in dkim.values() for r in rs]
+    loads += [r.load for _, r in memory]
+    loads += [r.load for one in dkim for runs in one.runs.values() for r in runs]
     if args.json:
         args.json.write_text(json.dumps({
             "machine": machine(),
@@ -584,9 +677,12 @@ def main() -> None:
                       "bare_pool": [vars(r) for r in p.bare_pool]} for p in pairs],
             "memory": [{"subscribers": c, **(vars(r) | {"output": ""})} for c, r in memory],
             "per_recipient": per_recipient,
-            "dkim": dkim,
+            "dkim": [{"database": one.database,
+                      **{v: [vars(r) | {"output": ""} for r in runs]
+                         for v, runs in one.runs.items()}} for one in dkim],
+            "dkim_profile": dkim_profile,
         }, indent=2), encoding="utf-8")
-    print(report(args, pairs, memory, per_recipient, dkim, loads))
+    print(report(args, pairs, memory, per_recipient, dkim, dkim_profile, loads))
 
 
 if __name__ == "__main__":

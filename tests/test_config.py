@@ -65,6 +65,7 @@ def test_the_known_keys_are_the_dataclass_fields() -> None:
     assert KNOWN_KEYS["mail"] == {
         "from", "reply_to", "transport", "rate_limit", "envelope_from", "postal_address",
         "max_html_bytes", "dkim_selector", "dkim_domain", "dkim_key_file",
+        "dkim_ed25519_selector", "dkim_ed25519_key_file",
         "verp_domain", "verp_local_part", "soft_bounce_limit", "soft_bounce_days",
         "allow_local_addresses",
     }
@@ -333,7 +334,8 @@ def test_language_tags_without_a_catalog_are_accepted(make_site: SiteFactory, ta
 
 
 MAIL_KEYS = (
-    "allow_local_addresses, dkim_domain, dkim_key_file, dkim_selector, envelope_from, from, "
+    "allow_local_addresses, dkim_domain, dkim_ed25519_key_file, dkim_ed25519_selector, "
+    "dkim_key_file, dkim_selector, envelope_from, from, "
     "max_html_bytes, postal_address, rate_limit, reply_to, soft_bounce_days, "
     "soft_bounce_limit, transport, verp_domain, verp_local_part"
 )

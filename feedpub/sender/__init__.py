@@ -15,9 +15,9 @@ committed together once half of the places wait for a commit, or
 ``commit_delay`` after the first of them, which turns one write transaction
 per message into one per few messages.
 
-With DKIM, signing (RSA in pure Python, ~10 ms a message) runs in a pool of
-processes, one per CPU by default, a few messages ahead of the sending
-threads; each process reads the key once. Messages still leave in claim order.
+With DKIM, each message is signed as it is built, with keys read once per
+run (RSA and Ed25519 by OpenSSL; the parts all recipients share are
+canonicalised once per edition). Messages still leave in claim order.
 
 Results:
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -22,7 +21,8 @@ class Composer:
 
     What the messages of an edition share is encoded once and kept (a few
     dozen editions at most); per recipient only the personal parts are made.
-    The messages come unsigned: signing is the :class:`~feedpub.sender.signing.Signing`'s job.
+    With DKIM the template signs each message as it builds it (the shared parts are
+    canonicalised once per edition).
     """
 
     def __init__(self, settings: Settings, store: Store, clock: Clock,
@@ -51,7 +51,7 @@ class Composer:
                 edition_key=key,
                 signer=self.signer,  # else it reads the key file again
             )
-            prepared = Prepared(edition, key, dataclasses.replace(template, signer=None))
+            prepared = Prepared(edition, key, template)
         self._editions[edition_id] = prepared
         while len(self._editions) > 64:
             self._editions.popitem(last=False)

@@ -37,9 +37,6 @@ class SendOptions:
     """Server failures in a row that end the run as an outage."""
     commit_delay: timedelta = timedelta(milliseconds=20)
     """Longest a result waits to be committed with others."""
-    sign_processes: int | None = None
-    """Processes that DKIM-sign messages while this one sends: None, one per CPU when many
-    messages are due; 1, sign in the sending threads."""
 
     def retry_delay(self, attempts: int) -> timedelta:
         """The wait after the ``attempts``-th failed attempt (1-based)."""
