@@ -39,8 +39,8 @@ The parts, one idea each: :mod:`~feedpub.sender.leases` (the claims held, their
 leases, giving them back), :mod:`~feedpub.sender.pipeline` (the crash bound
 above, enforced in one class), :mod:`~feedpub.sender.policy` (what an outcome
 means: retry, fail, bounce, outage; pure), :mod:`~feedpub.sender.record`
-(committing those decisions), :mod:`~feedpub.sender.compose` and
-:mod:`~feedpub.sender.signing` (the messages), :mod:`~feedpub.sender.rate` (the
+(committing those decisions), :mod:`~feedpub.sender.compose` (the messages, signed
+as they are built), :mod:`~feedpub.sender.rate` (the
 shared rate limit), and :mod:`~feedpub.sender.run`, the loop that joins them.
 """
 
@@ -51,6 +51,7 @@ import time
 from collections.abc import Callable
 
 from feedpub.config import Settings
+from feedpub.mail.message import DkimSigner
 from feedpub.mail.transports import Transport
 from feedpub.sender.compose import Composer, edition_key
 from feedpub.sender.options import (
@@ -65,7 +66,6 @@ from feedpub.sender.options import (
 )
 from feedpub.sender.rate import RATE_NAME, RateLimiter
 from feedpub.sender.run import Run
-from feedpub.sender.signing import start_signing
 from feedpub.store import queue
 from feedpub.store.engine import Store
 
@@ -115,16 +115,17 @@ def send_queued(
         settings.require_secret()  # every message carries signed unsubscribe links
     if progress:
         progress(0, total)
-    with start_signing(settings, options, total) as signing:
-        run = Run(
-            settings, store, transport, clock=clock, stop=stop, newsletter=newsletter,
-            options=options, progress=progress, worker=worker or default_worker_id(),
-            wall=wall, signing=signing, total=total,
-        )
-        try:
-            run.loop()
-        finally:
-            run.leases.close()
+    dkim = settings.mail.dkim
+    signer = DkimSigner.from_config(dkim) if dkim else None  # a bad key fails before sending
+    run = Run(
+        settings, store, transport, clock=clock, stop=stop, newsletter=newsletter,
+        options=options, progress=progress, worker=worker or default_worker_id(),
+        wall=wall, signer=signer, total=total,
+    )
+    try:
+        run.loop()
+    finally:
+        run.leases.close()
     with store.read() as conn:
         queued = queue.count_due(conn, clock(), newsletter=newsletter)
     tally = run.recorder.tally

@@ -12,16 +12,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from feedpub.sender.policy import Outcome
-from feedpub.sender.signing import Finished
 from feedpub.store.queue import Claim
 
 
 @dataclass(frozen=True)
 class Job:
-    """A claim whose message is built (and being signed): ready for a sending thread."""
+    """A claim whose message is built (and signed, with DKIM): ready for a sending thread."""
 
     claim: Claim
-    message: Finished
+    message: bytes
     message_id: str
 
 

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from feedpub.config import Settings
 from feedpub.errors import DeliveryError
+from feedpub.mail.message import DkimSigner
 from feedpub.mail.transports import Transport
 from feedpub.sender.compose import Composer
 from feedpub.sender.leases import LeaseKeeper
@@ -27,20 +28,17 @@ from feedpub.sender.pipeline import Job, Pipeline
 from feedpub.sender.policy import OutageWatch, Outcome, Probe, ResultPolicy, refused
 from feedpub.sender.rate import RateLimiter
 from feedpub.sender.record import Recorder
-from feedpub.sender.signing import Signing
 from feedpub.store import queue
 from feedpub.store.engine import Store
 from feedpub.tokens import make_return_token
 
 
 class Staging:
-    """Builds the next messages (and starts signing them), in claim order, a few ahead of the
+    """Builds the next messages (signed, with DKIM), in claim order, a few ahead of the
     sending threads; a claim that needs no message becomes an outcome at once."""
 
-    def __init__(self, composer: Composer, signing: Signing, clock: Clock,
-                 lookahead: int) -> None:
+    def __init__(self, composer: Composer, clock: Clock, lookahead: int) -> None:
         self.composer = composer
-        self.signing = signing
         self.clock = clock
         self.lookahead = lookahead
         self.pending: deque[queue.Claim] = deque()
@@ -52,26 +50,18 @@ class Staging:
     def stage(self) -> list[Outcome]:
         """Stage up to ``lookahead`` messages; the outcomes of claims that cannot be sent."""
         outcomes: list[Outcome] = []
-        chunk = self.signing.chunk
-        while self.pending and len(self.staged) + chunk <= self.lookahead:
-            built: list[tuple[queue.Claim, bytes, str]] = []
-            while self.pending and len(built) < chunk:
-                claim = self.pending.popleft()
-                reason = self.composer.skip_reason(claim)
-                if reason:
-                    outcomes.append(Outcome(claim, "skipped", self.clock(), reply=reason))
-                    continue
-                try:
-                    data, message_id = self.composer.message(claim)
-                except DeliveryError as error:  # an address no message can carry
-                    outcomes.append(Outcome(claim, "permanent", self.clock(), reply=str(error)))
-                    continue
-                built.append((claim, data, message_id))
-            if not built:
+        while self.pending and len(self.staged) < self.lookahead:
+            claim = self.pending.popleft()
+            reason = self.composer.skip_reason(claim)
+            if reason:
+                outcomes.append(Outcome(claim, "skipped", self.clock(), reply=reason))
                 continue
-            finished = self.signing.start([data for _, data, _ in built])
-            self.staged.extend(Job(claim, message, message_id) for (claim, _, message_id),
-                               message in zip(built, finished, strict=True))
+            try:
+                data, message_id = self.composer.message(claim)
+            except DeliveryError as error:  # an address no message can carry
+                outcomes.append(Outcome(claim, "permanent", self.clock(), reply=str(error)))
+                continue
+            self.staged.append(Job(claim, data, message_id))
         return outcomes
 
 
@@ -103,7 +93,7 @@ class Courier:
 
     def send(self, job: Job) -> Outcome:
         claim = job.claim
-        message = job.message()
+        message = job.message
         if not self.limiter.wait_turn():
             return Outcome(claim, "untried", self.clock())
         began = time.monotonic()
@@ -129,7 +119,7 @@ class Run:
         progress: Progress | None,
         worker: str,
         wall: Callable[[], float],
-        signing: Signing,
+        signer: DkimSigner | None,
         total: int,
     ) -> None:
         self.stop = stop
@@ -142,9 +132,8 @@ class Run:
             claim_limit = max(options.concurrency * 2, min(claim_limit, int(rate * 10)))
         self.leases = LeaseKeeper(store, worker=worker, clock=clock, lease=options.lease,
                                   newsletter=newsletter, limit=claim_limit)
-        # Messages built ahead of the sending threads; with a pool, enough to keep it busy.
-        self.staging = Staging(Composer(settings, store, clock, signing.signer), signing, clock,
-                               lookahead=options.concurrency + signing.ahead)
+        self.staging = Staging(Composer(settings, store, clock, signer), clock,
+                               lookahead=options.concurrency)
         limiter = RateLimiter(store, rate, stop=stop, chunk=options.concurrency, wall=wall)
         self.courier = Courier(transport, limiter, return_path_of(settings), clock)
         # A transport without a probe (a test's fake): a run that ends on server failures
