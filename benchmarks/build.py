@@ -191,7 +191,7 @@ def rebuild_breakdown(site: Path) -> None:
     now = datetime.fromisoformat(NOW)
     began = time.perf_counter()
     settings = load_settings(site, env={})
-    files = content.find_post_files(settings.posts_dir)
+    files = content.find_post_names(settings.posts_dir)
     listed = time.perf_counter()
     catalog = load_catalog(settings, now)
     scanned = time.perf_counter()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import importlib.util
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -126,10 +127,16 @@ def _feed_files(settings: Settings) -> list[Path]:
 
 @functools.cache
 def _feeds_code() -> str:
-    """The digest of feedpub/feeds.py, found without importing it."""
-    spec = importlib.util.find_spec("feedpub.feeds")
-    assert spec is not None and spec.origin is not None
-    return hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()
+    """What renders the feeds besides the entries and settings: feedpub's feed code and the
+    libraries it uses (found without importing them)."""
+    digest = hashlib.sha256()
+    for module in ("feedpub.feeds", "feedpub.urls"):
+        spec = importlib.util.find_spec(module)
+        assert spec is not None and spec.origin is not None
+        digest.update(Path(spec.origin).read_bytes())
+    for package in ("feedgen", "lxml"):
+        digest.update(f"{package}={importlib.metadata.version(package)}".encode())
+    return digest.hexdigest()
 
 
 def write_pages(

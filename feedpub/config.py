@@ -336,7 +336,7 @@ class DatabaseConfig:
         """Whether this is an SQLite file that does not exist yet: there is no store, and
         nothing needs SQLAlchemy to say so."""
         prefix = "sqlite:///"
-        path = self.url[len(prefix):].partition("?")[0]
+        path = unquote(self.url[len(prefix):].partition("?")[0])  # as SQLAlchemy reads it
         return (self.url.startswith(prefix) and path not in ("", ":memory:")
                 and not Path(path).exists())
 

@@ -22,6 +22,7 @@ them. Its guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
@@ -71,6 +72,8 @@ class Staging:
         self.public_dir = public_dir
         self._staged: dict[str, tuple[Path, Path]] = {}
         self._clear_folders: set[Path] = set()
+        self._made_folders: set[Path] = set()
+        self._touched = time.monotonic()
         _sweep(public_dir)
 
     def __enter__(self) -> Staging:
@@ -86,6 +89,9 @@ class Staging:
         path = _target(self.public_dir, output.relpath)
         self._check_clear(path)
         data = output.data.read_bytes() if isinstance(output.data, Path) else output.data
+        previous = self._staged.pop(output.relpath, None)  # the last one added wins
+        if previous is not None:
+            previous[0].unlink(missing_ok=True)
         try:
             if path.read_bytes() == data:
                 return
@@ -93,15 +99,20 @@ class Staging:
             pass
         except OSError as exc:
             raise FeedpubError(f"cannot read the file: {exc.strerror}", path=path) from None
-        previous = self._staged.pop(output.relpath, None)
-        if previous is not None:
-            previous[0].unlink(missing_ok=True)
+        if not path.parent.is_dir():
+            self._made_folders.add(_first_missing(path.parent, self.public_dir))
         self._staged[output.relpath] = (_write_temporary(path, data), path)
+        self._keep_fresh()
 
     def commit(self) -> list[Path]:
         """Make the staged bytes durable, rename each over its target, and make the renames
         durable. Returns the files written."""
         staged = list(self._staged.values())
+        for temp, path in staged:
+            if not temp.exists():  # all or nothing: not one rename if a staged file is gone
+                raise FeedpubError(
+                    "its staged copy was removed before it could land; build again", path=path
+                )
         _make_durable([temp for temp, _ in staged], self.public_dir)
         for temp, path in staged:
             try:
@@ -109,6 +120,7 @@ class Staging:
             except OSError as exc:
                 raise FeedpubError(f"cannot write the file: {exc.strerror}", path=path) from None
         self._staged.clear()
+        self._made_folders.clear()
         _make_durable(sorted({path.parent for _, path in staged}), self.public_dir)
         return [path for _, path in staged]
 
@@ -116,6 +128,21 @@ class Staging:
         for temp, _ in self._staged.values():
             temp.unlink(missing_ok=True)
         self._staged.clear()
+        for folder in self._made_folders:  # only the folders staging made, if still empty
+            for inner, _, _ in os.walk(folder, topdown=False):
+                with contextlib.suppress(OSError):
+                    Path(inner).rmdir()
+        self._made_folders.clear()
+
+    def _keep_fresh(self) -> None:
+        """Another process's sweep removes temporary files older than
+        :data:`TEMPORARY_FILE_MAX_AGE`, its writer alive or not; a set staged for longer
+        (a first build drawing thousands of formulas) stays younger than that."""
+        if time.monotonic() - self._touched < TEMPORARY_FILE_MAX_AGE / 4:
+            return
+        for temp, _ in self._staged.values():
+            os.utime(temp)
+        self._touched = time.monotonic()
 
     def _check_clear(self, path: Path) -> None:
         blocked = path.is_dir()
@@ -344,8 +371,8 @@ def _sweep(public_dir: Path) -> None:
 
 
 def remove_temporary_files(public_dir: Path, *, now: float | None = None) -> list[Path]:
-    """Delete what an interrupted :func:`atomic_write` left: hidden ``.NAME.PID-*.tmp``
-    files whose writing process is gone, and any older than
+    """Delete what an interrupted write (:func:`atomic_write`, :class:`Staging`) left:
+    hidden ``.NAME.PID-*.tmp`` files whose writing process is gone, and any older than
     :data:`TEMPORARY_FILE_MAX_AGE`."""
     if not public_dir.is_dir():
         return []
@@ -403,6 +430,16 @@ def _target(public_dir: Path, relpath: str) -> Path:
     if not parts or relpath.startswith("/") or ".." in parts:
         raise FeedpubError(f"{relpath!r} is not a path inside public/", path=public_dir)
     return public_dir.joinpath(*parts)
+
+
+def _first_missing(folder: Path, public_dir: Path) -> Path:
+    """The outermost folder between ``public_dir`` and ``folder`` that does not exist."""
+    missing = folder
+    for parent in folder.parents:
+        if parent == public_dir or parent.is_dir():
+            return missing
+        missing = parent
+    return missing
 
 
 def _fsync(path: Path) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -15,6 +16,7 @@ from feedpub.cli import main
 from feedpub.config import (
     KNOWN_KEYS,
     Author,
+    DatabaseConfig,
     FeedConfig,
     MaildirConfig,
     SchedulerConfig,
@@ -553,3 +555,15 @@ def test_the_cli_stops_on_a_config_error_before_touching_anything(
     assert not (site / "feedpub.db").exists()
     assert not (site / "public").exists()
     assert not (site / "outbox").exists()
+
+
+def test_an_sqlite_file_is_known_missing_without_sqlalchemy(tmp_path: Path) -> None:
+    folder = tmp_path / "my site"
+    folder.mkdir()
+    url = "sqlite:///" + quote(str(folder / "feedpub.db"))
+    assert DatabaseConfig(url).missing_sqlite_file
+    (folder / "feedpub.db").touch()
+    assert not DatabaseConfig(url).missing_sqlite_file  # percent-decoded, as SQLAlchemy does
+    assert not DatabaseConfig(url + "?timeout=5").missing_sqlite_file
+    assert not DatabaseConfig("sqlite:///:memory:").missing_sqlite_file
+    assert not DatabaseConfig("postgresql+psycopg://u@db/feeds").missing_sqlite_file

@@ -13,7 +13,7 @@ import pytest
 from feedpub.config import LimitsConfig
 from feedpub.content import (
     Post,
-    find_post_files,
+    find_post_names,
     parse_date,
     read_post,
     slugify,
@@ -57,7 +57,7 @@ def read_error(read: Any) -> Any:
 # ---------------------------------------------------------------- finding files
 
 
-def test_find_post_files_takes_markdown_recursively_and_skips_hidden_and_editor_files(
+def test_find_post_names_takes_markdown_recursively_and_skips_hidden_and_editor_files(
     make_site: Any,
 ) -> None:
     root = make_site(
@@ -79,7 +79,7 @@ def test_find_post_files_takes_markdown_recursively_and_skips_hidden_and_editor_
     )
     (root / "content/posts/folder.md").mkdir()
     posts_dir = root / "content" / "posts"
-    found = [p.relative_to(posts_dir).as_posix() for p in find_post_files(posts_dir)]
+    found = [Path(p).relative_to(posts_dir).as_posix() for p in find_post_names(posts_dir)]
     assert found == [
         "2024-01-02-b.md",
         "UPPER.MD",
@@ -89,8 +89,8 @@ def test_find_post_files_takes_markdown_recursively_and_skips_hidden_and_editor_
     ]
 
 
-def test_find_post_files_of_a_missing_folder_is_empty(tmp_path: Path) -> None:
-    assert find_post_files(tmp_path / "nowhere") == []
+def test_find_post_names_of_a_missing_folder_is_empty(tmp_path: Path) -> None:
+    assert find_post_names(tmp_path / "nowhere") == []
 
 
 # ---------------------------------------------------------------- front matter

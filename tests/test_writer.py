@@ -95,6 +95,59 @@ def test_a_staged_set_lands_together_and_a_failure_leaves_no_trace(tmp_path: Pat
     assert not any(name.endswith(".tmp") for name in _everything_below(public))
 
 
+def test_the_last_output_staged_for_a_path_wins(tmp_path: Path) -> None:
+    public = tmp_path / "public"
+    writer.write_outputs(public, [Output("a.html", b"old")])
+    assert writer.write_outputs(public, [Output("a.html", b"new"), Output("a.html", b"old")]) == []
+    assert (public / "a.html").read_bytes() == b"old"
+    assert not any(name.endswith(".tmp") for name in _everything_below(public))
+
+
+def test_a_staged_file_swept_away_by_another_process_fails_the_whole_set(
+    tmp_path: Path,
+) -> None:
+    public = tmp_path / "public"
+    writer.write_outputs(public, [Output(f"p{n}.html", b"old") for n in range(40)])
+    with pytest.raises(FeedpubError, match="build again") as caught, \
+            writer.Staging(public) as staging:
+        for n in range(40):
+            staging.add(Output(f"p{n}.html", b"new"))
+        swept = next(public.glob(".p20.html.*.tmp"))
+        swept.unlink()  # what another process's sweep does to a temp older than ten minutes
+        staging.commit()
+    assert caught.value.path == public / "p20.html"
+    assert {(public / f"p{n}.html").read_bytes() for n in range(40)} == {b"old"}
+    assert not any(name.endswith(".tmp") for name in _everything_below(public))
+
+
+def test_a_set_staged_for_long_stays_younger_than_a_sweep_removes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    public = tmp_path / "public"
+    monkeypatch.setattr(writer, "TEMPORARY_FILE_MAX_AGE", 0.0)  # refresh on every add
+    with writer.Staging(public) as staging:
+        staging.add(Output("first.html", b"1"))
+        first = next(public.glob(".first.html.*.tmp"))
+        an_hour_ago = first.stat().st_mtime - 3600
+        os.utime(first, (an_hour_ago, an_hour_ago))
+        staging.add(Output("second.html", b"2"))
+        assert first.stat().st_mtime > an_hour_ago + 3000
+        monkeypatch.undo()
+        assert writer.remove_temporary_files(public) == []  # young, and its writer is alive
+        staging.commit()
+    assert (public / "first.html").read_bytes() == b"1"
+
+
+def test_a_set_given_up_leaves_no_folder_it_made(tmp_path: Path) -> None:
+    public = tmp_path / "public"
+    (public / "kept").mkdir(parents=True)
+    with writer.Staging(public) as staging:
+        staging.add(Output("2026/01/new-post/index.html", b"<p>new</p>"))
+        staging.add(Output("kept/index.html", b"<p>kept</p>"))
+    assert sorted(p.name for p in public.iterdir()) == ["kept"]
+    assert list((public / "kept").iterdir()) == []
+
+
 @pytest.mark.parametrize("relpath", ["../secret", "/etc/passwd", "a/../../b", ""])
 def test_paths_that_leave_public_are_refused(tmp_path: Path, relpath: str) -> None:
     with pytest.raises(FeedpubError, match="not a path inside public"):
