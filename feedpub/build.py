@@ -152,8 +152,12 @@ def write_pages(
     from feedpub import mathml, pages
 
     catalog.settle()  # a post that cannot be converted leaves the lists before planning
-    planned = pages.plan_pages(settings, catalog.published, editions=editions)
     found = _assets(catalog, settings)
+    # A file of the site's own (static/index.html) takes the place of the page feedpub
+    # would write there.
+    taken = {asset.relpath for asset in found}
+    planned = [page for page in pages.plan_pages(settings, catalog.published, editions=editions)
+               if page.relpath not in taken]
     public = settings.public_dir
     with (writer.Manifest.open(public, settings.cache_dir) as manifest,
           writer.Staging(public) as staging):

@@ -173,6 +173,17 @@ def test_pages_rendered_a_few_posts_at_a_time_are_the_same_site(
     assert any(name.startswith("math/") for name in whole)  # images of the second batch too
 
 
+def test_a_static_file_at_a_pages_path_takes_its_place_build_after_build(
+    blog: SiteFactory,
+) -> None:
+    blog.write("static/index.html", "<h1>My own home page</h1>")
+    for _ in range(2):
+        build(blog.settings(), NOW, jobs=1)
+        home = (blog.root / "public" / "index.html").read_text(encoding="utf-8")
+        assert home == "<h1>My own home page</h1>"
+    assert (blog.root / "public" / "archive" / "index.html").exists()
+
+
 def test_one_changed_post_renders_its_page_and_its_neighbours_only(blog: SiteFactory) -> None:
     settings = blog.settings()
     build(settings, NOW, jobs=1)
