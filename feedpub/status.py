@@ -22,13 +22,15 @@ from feedpub.scheduler import next_slot, utc_iso
 from feedpub.store.audience import FeedAudience, feed_audience
 from feedpub.store.editions import EditionStatus
 from feedpub.store.engine import Store
-from feedpub.store.events import EventRates, newsletter_rates, rates_for_editions
+from feedpub.store.events import EventRates
 from feedpub.store.schema import (
     DeliveryStatus,
+    EventKind,
     Mode,
     Status,
     announced_entries,
     deliveries,
+    delivery_events,
     editions,
     subscribers,
     subscriptions,
@@ -181,18 +183,27 @@ def site_status(settings: Settings, store: Store | None, now: datetime) -> SiteS
             ),
         )
     with store.read() as conn:
-        by_newsletter = [
-            _newsletter(
-                settings, n, now, _last_edition(conn, n.name),
-                _last_edition(conn, n.name, digest_only=True),
-                _subscribers_of(conn, n.name), _subscriptions_by_mode(conn, n.name),
-                _retries(conn, n.name),
-                HeardBack(newsletter_rates(conn, n.name, since=now - timedelta(days=RATE_DAYS))),
-            )
-            for n in settings.newsletters
-        ]
+        # Every count of deliveries below comes from this one pass over them (an index
+        # holds edition and status), not one pass per figure: a million rows each.
+        by_edition = _delivery_counts_by_edition(conn)
+        by_newsletter = []
+        for n in settings.newsletters:
+            # Each edition's counts once: the last edition is most often the last digest.
+            seen: dict[int, LastEdition] = {}
+            people, modes = _subscribers_of(conn, n.name)
+            since = now - timedelta(days=RATE_DAYS)
+            by_newsletter.append(_newsletter(
+                settings, n, now, _last_edition(conn, n.name, by_edition, seen=seen),
+                _last_edition(conn, n.name, by_edition, digest_only=True, seen=seen),
+                people, modes, _retries(conn, n.name),
+                HeardBack(_rates(conn, by_edition, sa.select(editions.c.id).where(
+                    editions.c.newsletter == n.name, editions.c.created_at >= since)).rates),
+            ))
         totals = count_by_status(conn)
-        queue = DeliveryCounts.from_mapping(_delivery_counts(conn))
+        queue: dict[str, int] = {}
+        for counts in by_edition.values():
+            for status, count in counts.items():
+                queue[status] = queue.get(status, 0) + count
         retries = _retries(conn, None)
         readers = feed_audience(conn, now)
     return SiteStatus(
@@ -200,7 +211,7 @@ def site_status(settings: Settings, store: Store | None, now: datetime) -> SiteS
         timezone=settings.site.timezone,
         database=store.url,
         subscribers=SubscriberCounts.from_mapping({s.value: c for s, c in totals.items()}),
-        queue=queue,
+        queue=DeliveryCounts.from_mapping(queue),
         retries=retries,
         newsletters=tuple(by_newsletter),
         audience=Audience(totals.get(Status.ACTIVE, 0), readers),
@@ -242,8 +253,12 @@ def _is_variant(period_key: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
 
 
 def _last_edition(
-    conn: Connection, newsletter: str, *, digest_only: bool = False
+    conn: Connection, newsletter: str, by_edition: Mapping[int, Mapping[str, int]], *,
+    digest_only: bool = False,
+    seen: dict[int, LastEdition] | None = None,
 ) -> LastEdition | None:
+    """The newest edition (of any kind, or the newest slot); ``seen`` holds the editions
+    counted already, so that one edition's deliveries are counted once."""
     query = (
         sa.select(editions.c.id, editions.c.period_key, editions.c.kind, editions.c.status,
                   editions.c.created_at, editions.c.subject, editions.c.entry_ids)
@@ -256,6 +271,8 @@ def _last_edition(
     row = conn.execute(query).first()
     if row is None:
         return None
+    if seen is not None and row.id in seen:
+        return seen[row.id]
     status = EditionStatus(row.status)
     if status == EditionStatus.READY:
         kind = "digest" if row.kind == Mode.DIGEST.value else "post"
@@ -273,18 +290,20 @@ def _last_edition(
         sa.or_(editions.c.id == row.id,
                editions.c.period_key.startswith(row.period_key + "/", autoescape=True)),
     )
-    counts: dict[str, int] = dict(
-        conn.execute(
-            sa.select(deliveries.c.status, sa.func.count())
-            .where(deliveries.c.edition_id.in_(family.scalar_subquery()))
-            .group_by(deliveries.c.status)
-        ).all()
-    )
-    return LastEdition(
+    rates = _rates(conn, by_edition, family)
+    counts: dict[str, int] = {}
+    no_counts: Mapping[str, int] = {}
+    for edition_id in rates.editions:
+        for delivery_status, count in by_edition.get(edition_id, no_counts).items():
+            counts[delivery_status] = counts.get(delivery_status, 0) + count
+    edition = LastEdition(
         id=row.id, period_key=row.period_key, kind=kind, created_at=row.created_at,
         subject=row.subject, entries=entries, deliveries=DeliveryCounts.from_mapping(counts),
-        heard_back=HeardBack(rates_for_editions(conn, family.scalar_subquery())),
+        heard_back=HeardBack(rates.rates),
     )
+    if seen is not None:
+        seen[row.id] = edition
+    return edition
 
 
 def _json_list(text: str) -> list[Any]:
@@ -292,30 +311,59 @@ def _json_list(text: str) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _subscribers_of(conn: Connection, newsletter: str) -> SubscriberCounts:
+def _subscribers_of(conn: Connection, newsletter: str) -> tuple[SubscriberCounts, dict[str, int]]:
+    """The newsletter's subscribers by status, and its active ones by mode: one pass over
+    its subscriptions (a million rows at most once)."""
     rows = conn.execute(
-        sa.select(subscribers.c.status, sa.func.count())
+        sa.select(subscribers.c.status, subscriptions.c.mode, sa.func.count())
         .join(subscriptions, subscriptions.c.subscriber_id == subscribers.c.id)
         .where(subscriptions.c.newsletter == newsletter)
-        .group_by(subscribers.c.status)
+        .group_by(subscribers.c.status, subscriptions.c.mode)
     ).all()
-    return SubscriberCounts.from_mapping(dict(rows))
+    by_status: dict[str, int] = {}
+    modes: dict[str, int] = {}
+    for status, mode, count in rows:
+        by_status[status] = by_status.get(status, 0) + count
+        if status == Status.ACTIVE.value:
+            modes[mode] = modes.get(mode, 0) + count
+    return SubscriberCounts.from_mapping(by_status), modes
 
 
-def _subscriptions_by_mode(conn: Connection, newsletter: str) -> dict[str, int]:
-    rows = conn.execute(
-        sa.select(subscriptions.c.mode, sa.func.count())
-        .join(subscribers, subscribers.c.id == subscriptions.c.subscriber_id)
-        .where(subscriptions.c.newsletter == newsletter,
-               subscribers.c.status == Status.ACTIVE.value)
-        .group_by(subscriptions.c.mode)
-    ).all()
-    return dict(rows)
+def _delivery_counts_by_edition(conn: Connection) -> dict[int, dict[str, int]]:
+    """Every edition's deliveries by status."""
+    counts: dict[int, dict[str, int]] = {}
+    for edition_id, status, count in conn.execute(
+        sa.select(deliveries.c.edition_id, deliveries.c.status, sa.func.count())
+        .group_by(deliveries.c.edition_id, deliveries.c.status)
+    ):
+        counts.setdefault(edition_id, {})[status] = count
+    return counts
 
 
-def _delivery_counts(conn: Connection) -> dict[str, int]:
-    query = sa.select(deliveries.c.status, sa.func.count()).group_by(deliveries.c.status)
-    return dict(conn.execute(query).all())
+@dataclass(frozen=True)
+class _EditionRates:
+    editions: tuple[int, ...]
+    rates: EventRates
+
+
+def _rates(conn: Connection, by_edition: Mapping[int, Mapping[str, int]],
+           chosen: sa.Select[Any]) -> _EditionRates:
+    """Messages sent (from ``by_edition``) and events heard back of the ``chosen`` editions."""
+    ids: tuple[int, ...] = tuple(int(i) for i in conn.execute(chosen).scalars())
+    no_counts: Mapping[str, int] = {}
+    sent = sum(by_edition.get(i, no_counts).get(DeliveryStatus.SENT.value, 0) for i in ids)
+    kinds: dict[str, int] = {}
+    if ids:
+        kinds = dict(conn.execute(
+            sa.select(delivery_events.c.kind, sa.func.count())
+            .where(delivery_events.c.edition_id.in_(ids))
+            .group_by(delivery_events.c.kind)
+        ).all())
+    return _EditionRates(ids, EventRates(
+        sent=sent, hard=int(kinds.get(EventKind.HARD.value, 0)),
+        soft=int(kinds.get(EventKind.SOFT.value, 0)),
+        complaints=int(kinds.get(EventKind.COMPLAINT.value, 0)),
+    ))
 
 
 def _retries(conn: Connection, newsletter: str | None) -> Retries:

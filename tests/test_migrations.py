@@ -133,7 +133,7 @@ def test_upgrading_from_the_first_revision_keeps_every_row(database_url: str) ->
 
     with open_store(database_url) as store:
         with store.read() as conn:
-            assert current_revision(conn) == head_revision() == "0007"
+            assert current_revision(conn) == head_revision() == "0008"
             after = {table.name: _rows(conn, table, list(rows[0])) for table, rows in OTHER_ROWS}
             after["subscribers"] = _rows(conn, subscribers, first_subscriber_columns)
             keys = conn.execute(sa.select(subscribers.c.token_key)).scalars().all()
@@ -294,7 +294,7 @@ def test_db_upgrade_command(make_site: SiteFactory, cli_env: Callable[..., Any])
     runner = CliRunner()
     first = runner.invoke(main, ["--site", str(site), "db", "upgrade"])
     assert first.exit_code == 0, first.output
-    assert "from 0001 to 0007" in first.stdout
+    assert "from 0001 to 0008" in first.stdout
     second = runner.invoke(main, ["--site", str(site), "db", "upgrade"])
     assert second.exit_code == 0
-    assert "already at the latest revision (0007)" in second.stdout
+    assert "already at the latest revision (0008)" in second.stdout

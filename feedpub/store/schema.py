@@ -237,6 +237,13 @@ deliveries = sa.Table(
     # alone, and the messages sent in the last hour.
     sa.Index("ix_deliveries_edition_status_sent", "edition_id", "status", "sent_at"),
     sa.Index("ix_deliveries_sent_at", "sent_at"),
+    # Added by migration 0008: the deliveries still to send, in the order workers claim
+    # them; sent rows leave it, so a claim reads what it takes however large the table.
+    sa.Index(
+        "ix_deliveries_due", "next_attempt_at", "id",
+        postgresql_where=sa.text("status IN ('queued', 'retrying')"),
+        sqlite_where=sa.text("status IN ('queued', 'retrying')"),
+    ),
 )
 
 send_rate = sa.Table(
