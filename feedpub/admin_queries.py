@@ -3,7 +3,7 @@
 Each returns JSON-ready data (the panel's endpoint sends it as it is, the page
 renders it as tables). Counts and rates come from :mod:`feedpub.status`
 (``DeliveryCounts``, ``HeardBack`` and its flags at Gmail's limits), the queue
-from :mod:`feedpub.store.queue`, next runs from :func:`feedpub.scheduler.next_slot`:
+from :mod:`feedpub.store.queue`, next runs from :func:`feedpub.slots.next_slot`:
 this module only groups them by day, by edition and by person.
 """
 
@@ -18,12 +18,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from feedpub.config import Settings
-from feedpub.digest import DIGEST_PREFIX
-from feedpub.scheduler import next_slot, utc_iso
+from feedpub.schedules import utc_iso
+from feedpub.slots import next_slot
 from feedpub.status import DeliveryCounts, HeardBack
 from feedpub.store import queue as delivery_queue
 from feedpub.store.audience import SERVICE_WINDOW_DAYS
-from feedpub.store.editions import EditionStatus
+from feedpub.store.editions import DIGEST_PREFIX, EditionStatus
 from feedpub.store.events import EventRates, recent_events
 from feedpub.store.schema import (
     FORGOTTEN_EVENT,

@@ -47,8 +47,11 @@ from feedpub.mail.transports import Transport
 from feedpub.schedules import Schedule as Schedule
 from feedpub.schedules import parse_schedule as parse_schedule
 from feedpub.sender import Clock, Progress, SendOptions, SendReport, send_queued
+from feedpub.slots import newsletter_schedule
 from feedpub.store.editions import (
     BASELINE_KEY,
+    DIGEST_PREFIX,
+    INSTANT_PREFIX,
     EditionStatus,
     announce,
     announced_ids,
@@ -65,17 +68,7 @@ from feedpub.store.schema import Mode
 if TYPE_CHECKING:
     from feedpub.mail.render import RenderedEdition
 
-INSTANT_PREFIX = "post:"
-DIGEST_PREFIX = "digest:"
 _MAX_KEY = 200
-
-
-def newsletter_schedule(settings: Settings, newsletter: NewsletterConfig) -> Schedule:
-    """The newsletter's schedule, parsed (config has validated it at load)."""
-    index = settings.newsletters.index(newsletter) if newsletter in settings.newsletters else 0
-    return parse_schedule(
-        newsletter.schedule, settings.site.tz, where=f"newsletter[{index}].schedule"
-    )
 
 
 # --- keys --------------------------------------------------------------------------

@@ -144,3 +144,8 @@ def _last(trigger: CronTrigger, now: datetime) -> datetime | None:
                 return slot  # type: ignore[no-any-return]
             slot = following
     return None
+
+
+def utc_iso(moment: datetime) -> str:
+    """``2025-01-06T09:00:00Z``: how run logs and ``status --json`` write a moment."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -17,10 +17,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from feedpub.config import NewsletterConfig, Settings
-from feedpub.digest import DIGEST_PREFIX
-from feedpub.scheduler import next_slot, utc_iso
+from feedpub.schedules import utc_iso
+from feedpub.slots import next_slot
 from feedpub.store.audience import FeedAudience, feed_audience
-from feedpub.store.editions import EditionStatus
+from feedpub.store.editions import DIGEST_PREFIX, EditionStatus
 from feedpub.store.engine import Store
 from feedpub.store.events import EventRates
 from feedpub.store.schema import (

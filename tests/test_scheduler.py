@@ -27,12 +27,11 @@ from feedpub.scheduler import (
     TICK_JOB,
     Daemon,
     RunRecord,
-    SlotTrigger,
     digest_job_id,
     format_run,
-    next_slot,
     run_fields,
 )
+from feedpub.slots import SlotTrigger, next_slot
 from feedpub.store import Mode, open_store
 from feedpub.store import queue as delivery_queue
 from feedpub.store.engine import Store, create_store_engine

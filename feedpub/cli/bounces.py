@@ -173,7 +173,7 @@ def list_command(ctx: click.Context, limit: int, kinds: tuple[str, ...], email: 
 
 
 def _event_document(event: DeliveryEvent) -> dict[str, object]:
-    from feedpub.scheduler import utc_iso
+    from feedpub.schedules import utc_iso
 
     return {
         "at": utc_iso(event.at), "kind": event.kind.value, "source": event.source,

@@ -30,6 +30,11 @@ from feedpub.store.schema import (
     subscriptions,
 )
 
+INSTANT_PREFIX = "post:"
+"""The period key of an instant edition: ``post:`` and the entry's id."""
+DIGEST_PREFIX = "digest:"
+"""The period key of a digest: ``digest:`` and its slot in UTC."""
+
 BASELINE_KEY = "baseline"
 """The period key of the row that records a newsletter's first run."""
 
