@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -37,14 +38,14 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from feedpub import __version__, assets, content, entries, markup
-from feedpub import outline as outline_module
+from feedpub import __version__, content, entries
 from feedpub.config import Settings
 from feedpub.entries import Entry
 from feedpub.errors import ContentError, FeedpubError
 
 if TYPE_CHECKING:
     from feedpub.lint import Finding, LintReport
+    from feedpub.outline import Outline
 
 Progress = Callable[[int, int], None]
 """Called with (done, total) while posts are read or rendered."""
@@ -87,7 +88,7 @@ class Analysis:
     """One post converted once: its entry, and what ``check`` needs from that parse."""
 
     entry: Entry
-    outline: outline_module.Outline
+    outline: Outline
     findings: tuple[Finding, ...]
     """Findings that depend on the post alone (not on ``now`` or on other files)."""
 
@@ -418,16 +419,20 @@ def lint_site(
     return load_catalog(settings, now, jobs=jobs, progress=progress).lint()
 
 
+_RENDERING_MODULES = ("content", "markup", "outline", "assets", "entries", "lint", "mathml")
+"""feedpub's modules whose code makes an entry and its findings: read for the fingerprint,
+not imported (a rebuild with nothing to convert needs none of Markdown, Pygments, lxml)."""
+
+
 def render_fingerprint(settings: Settings) -> str:
     """Changes whenever something other than a post's own text could change its entry
     or its findings."""
-    from feedpub import lint
-
     digest = hashlib.sha256()
     digest.update(__version__.encode())
-    for module in (content, markup, outline_module, assets, entries, lint):
-        if module.__file__:
-            digest.update(Path(module.__file__).read_bytes())
+    for name in _RENDERING_MODULES:
+        spec = importlib.util.find_spec(f"feedpub.{name}")
+        if spec is not None and spec.origin is not None:
+            digest.update(Path(spec.origin).read_bytes())
     for package in _RENDERING_PACKAGES:
         try:
             digest.update(f"{package}={version(package)}".encode())
@@ -499,7 +504,7 @@ def _ref_from_json(data: list[Any]) -> EntryRef:
     )
 
 
-def _analysis_to_json(outline: outline_module.Outline, findings: Iterable[Finding]) -> str:
+def _analysis_to_json(outline: Outline, findings: Iterable[Finding]) -> str:
     document = {
         "outline": outline.to_json(),
         "findings": [finding.to_json() for finding in findings],
@@ -509,11 +514,12 @@ def _analysis_to_json(outline: outline_module.Outline, findings: Iterable[Findin
 
 def _analysis_from_json(entry_json: str, analysis_json: str) -> Analysis:
     from feedpub import lint
+    from feedpub.outline import Outline
 
     document = json.loads(analysis_json)
     return Analysis(
         entry=Entry.from_json(json.loads(entry_json)),
-        outline=outline_module.Outline.from_json(document["outline"]),
+        outline=Outline.from_json(document["outline"]),
         findings=tuple(lint.Finding.from_json(item) for item in document["findings"]),
     )
 
@@ -752,7 +758,7 @@ def _run_chunks(
         return
     # forkserver: a build may run inside the scheduler, whose threads make fork unsafe.
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["feedpub.catalog"])
+    context.set_forkserver_preload(["feedpub.catalog", "feedpub.markup", "feedpub.lint"])
     with ProcessPoolExecutor(
         max_workers=jobs, mp_context=context, initializer=_die_with_parent,
         initargs=(os.getpid(),),

@@ -8,13 +8,19 @@ import unicodedata
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin
 
-from feedpub import assets, markup
+from feedpub import assets
 from feedpub.config import Author, SiteConfig
 from feedpub.content import Post, remove_xml_forbidden
-from feedpub.outline import Outline
+
+if TYPE_CHECKING:
+    from feedpub.markup import LinkResolver
+    from feedpub.outline import Outline
+
+# feedpub.markup (Python-Markdown, Pygments, lxml) is imported where a post is converted:
+# a rebuild that converts nothing never loads it.
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,7 @@ def entry_id(post: Post, site: SiteConfig) -> str:
     return f"tag:{site.host},{day}:{quote(post.slug, safe='')}"
 
 
-def link_resolver(post: Post, site: SiteConfig) -> markup.LinkResolver:
+def link_resolver(post: Post, site: SiteConfig) -> LinkResolver:
     """Where the post's relative file links point once published (:mod:`feedpub.assets`)."""
     depth = len(PurePosixPath(post.relpath).parts)
     layout = assets.SiteLayout(site_dir=post.path.parents[depth - 1], site_url=site.url)
@@ -144,6 +150,8 @@ def make_entry_with_outline(post: Post, site: SiteConfig) -> tuple[Entry, Outlin
 def _make_entry(
     post: Post, site: SiteConfig, *, outline: bool
 ) -> tuple[Entry, Outline | None]:
+    from feedpub import markup
+
     url = permalink(post, site)
     ident = entry_id(post, site)
     id_prefix = "p" + hashlib.sha1(ident.encode("utf-8")).hexdigest()[:8] + "-"
