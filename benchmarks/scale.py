@@ -45,7 +45,18 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.scratch
-from send import BODY, MONDAY_9, SEND_AT, T0, Run, Sink, Site, smtp_sink
+from send import (
+    BODY,
+    MONDAY_9,
+    SEND_AT,
+    T0,
+    Run,
+    Sink,
+    Site,
+    smtp_sink,
+    write_posts,
+    write_site_files,
+)
 
 from tests.scratch import scratch_schema
 
@@ -62,32 +73,13 @@ def load() -> str:
 
 
 def write_site(root: Path, database_url: str, port: int, *, rate: float = 0,
-               concurrency: int = 8, posts: int = 3) -> Site:
-    (root / "content" / "posts").mkdir(parents=True)
-    (root / "feedpub.toml").write_text(f"""\
-[site]
-title = "Benchmark"
-url = "https://example.com/"
-
-[mail]
-from = "Benchmark <news@example.com>"
-transport = "smtp://127.0.0.1:{port}?tls=none&pool={concurrency}"
-rate_limit = {rate}
-
-[[newsletter]]
-name = "weekly"
-schedule = "0 9 * * MON"
-""", encoding="utf-8")
-    (root / "content" / "posts" / "2025-12-01-old.md").write_text(
-        "---\ntitle: Old\ndate: 2025-12-01 10:00:00 +0000\n---\n\nOld.\n", encoding="utf-8")
+               concurrency: int = 8) -> Site:
+    write_site_files(root, port, concurrency, rate=rate)
     return Site(root, database_url)
 
 
 def add_posts(site: Site, posts: int = 3) -> None:
-    for number in range(1, posts + 1):
-        (site.root / "content" / "posts" / f"2026-01-0{number + 1}-post-{number}.md").write_text(
-            f"---\ntitle: Post {number}\ndate: 2026-01-0{number + 1} 10:00:00 +0000\n---\n\n"
-            f"{BODY}\n", encoding="utf-8")
+    write_posts(site.root, posts, BODY)
 
 
 def seed(site: Site, count: int) -> float:
@@ -188,11 +180,19 @@ def send_for(site: Site, sink: Sink, seconds: float) -> tuple[Run, int]:
         site.command("digest", "send", "--now", SEND_AT.isoformat()), env=site.env(),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
-    time.sleep(seconds)
-    process.send_signal(signal.SIGTERM)
+    # os.wait4, not Popen's own waiting, which would reap the process and lose its usage;
+    # a queue drained before ``seconds`` ends the run early.
+    deadline = time.monotonic() + seconds
+    pid = 0
+    while pid == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        pid, _status, usage = os.wait4(process.pid, os.WNOHANG)
+    if pid == 0:
+        os.kill(process.pid, signal.SIGTERM)
+        _, _status, usage = os.wait4(process.pid, 0)
+    process.returncode = 0  # reaped above
     assert process.stdout is not None
     output = process.stdout.read().decode()
-    _, _status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
     run = Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, 0.0,
               os.getloadavg()[0], output)

@@ -208,15 +208,10 @@ class Site:
             store.close()
 
 
-def make_site(root: Path, database_url: str, port: int, subscribers: int, concurrency: int,
-              *, posts: int = 3, mail_extra: str = "") -> Site:
-    """The site, its subscribers, the baseline, the posts; the edition is queued."""
-    from feedpub.config import load_settings
-    from feedpub.digest import make_editions
-    from feedpub.store import open_store
-    from feedpub.store.schema import subscribers as subscribers_table
-    from feedpub.store.schema import subscriptions
-
+def write_site_files(root: Path, port: int, concurrency: int, *, rate: float = 0,
+                     mail_extra: str = "") -> None:
+    """The benchmark site's feedpub.toml (sending to the sink on ``port``) and its first,
+    old post."""
     (root / "content" / "posts").mkdir(parents=True)
     (root / "feedpub.toml").write_text(f"""\
 [site]
@@ -226,7 +221,7 @@ url = "https://example.com/"
 [mail]
 from = "Benchmark <news@example.com>"
 transport = "smtp://127.0.0.1:{port}?tls=none&pool={concurrency}"
-rate_limit = 0
+rate_limit = {rate:g}
 {mail_extra}
 [[newsletter]]
 name = "weekly"
@@ -234,6 +229,26 @@ schedule = "0 9 * * MON"
 """, encoding="utf-8")
     (root / "content" / "posts" / "2025-12-01-old.md").write_text(
         "---\ntitle: Old\ndate: 2025-12-01 10:00:00 +0000\n---\n\nOld.\n", encoding="utf-8")
+
+
+def write_posts(root: Path, posts: int, body: str) -> None:
+    """``posts`` new posts, dated after the baseline and before the edition's slot."""
+    for number in range(1, posts + 1):
+        (root / "content" / "posts" / f"2026-01-0{number + 1}-post-{number}.md").write_text(
+            f"---\ntitle: Post {number}\ndate: 2026-01-0{number + 1} 10:00:00 +0000\n---\n\n"
+            f"{body}\n", encoding="utf-8")
+
+
+def make_site(root: Path, database_url: str, port: int, subscribers: int, concurrency: int,
+              *, posts: int = 3, mail_extra: str = "") -> Site:
+    """The site, its subscribers, the baseline, the posts; the edition is queued."""
+    from feedpub.config import load_settings
+    from feedpub.digest import make_editions
+    from feedpub.store import open_store
+    from feedpub.store.schema import subscribers as subscribers_table
+    from feedpub.store.schema import subscriptions
+
+    write_site_files(root, port, concurrency, mail_extra=mail_extra)
     site = Site(root, database_url)
     store = open_store(database_url)
     try:
@@ -254,10 +269,7 @@ schedule = "0 9 * * MON"
             ))
     finally:
         store.close()
-    for number in range(1, posts + 1):
-        (root / "content" / "posts" / f"2026-01-0{number + 1}-post-{number}.md").write_text(
-            f"---\ntitle: Post {number}\ndate: 2026-01-0{number + 1} 10:00:00 +0000\n---\n\n"
-            f"{BODY if posts > 1 else 'One short paragraph.'}\n", encoding="utf-8")
+    write_posts(root, posts, BODY if posts > 1 else "One short paragraph.")
     site.feedpub("digest", "send", "--queue-only", "--now", MONDAY_9.isoformat())
     return site
 
